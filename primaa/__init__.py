@@ -1,0 +1,29 @@
+"""primaa: image-analysis jobs for digital pathology, with algorithms as plugins.
+
+A plugin author needs only this import::
+
+    from primaa import Algorithm, AlgorithmResult, hookimpl
+"""
+
+from primaa.plugins import (
+    Algorithm,
+    AlgorithmResult,
+    AsyncAlgorithm,
+    JobCancelled,
+    Progress,
+    RGBImage,
+    hookimpl,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm",
+    "AlgorithmResult",
+    "AsyncAlgorithm",
+    "JobCancelled",
+    "Progress",
+    "RGBImage",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,104 @@
+"""The algorithm contract every plugin implements.
+
+An algorithm is a class with a few class attributes and a ``run`` method. It
+must be importable at module level: worker processes rebuild the registry from
+the entry points and find the algorithm again by its name.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol
+
+import marshmallow
+import numpy as np
+import numpy.typing as npt
+
+#: An RGB image, ``uint8``, shape ``(height, width, 3)``, origin top-left.
+RGBImage = npt.NDArray[np.uint8]
+
+#: A GeoJSON geometry object (``{"type": ..., "coordinates": ...}``).
+Geometry = dict[str, Any]
+
+
+class JobCancelled(Exception):
+    """Raised by the progress callable when the job was cancelled; let it propagate."""
+
+
+class Progress(Protocol):
+    """Report how far the algorithm is, as a fraction from 0.0 to 1.0.
+
+    Call it now and then (it is cheap, and throttled for you). It raises
+    :class:`JobCancelled` when the client cancelled the job: do not catch that.
+    """
+
+    def __call__(self, fraction: float) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AlgorithmResult:
+    """What ``run`` returns.
+
+    ``geometry`` is in full-resolution pixel coordinates ``[x, y]``, origin
+    top-left: a ``MultiPoint`` for detections at points, a ``MultiPolygon`` for
+    regions, ``None`` when the algorithm only measures.
+    """
+
+    geometry: Geometry | None
+    #: Numbers about the whole image (counts, areas, fractions).
+    measurements: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    #: How QuPath should import each part of the geometry.
+    object_type: Literal["detection", "annotation"] = "detection"
+    #: QuPath classification name of the objects, e.g. ``"Nucleus"`` or ``"Tissue"``.
+    classification: str | None = None
+    #: Optional per-part measurements, aligned with the parts of ``geometry``.
+    object_measurements: Sequence[Mapping[str, float]] | None = None
+
+
+class EmptyParameters(marshmallow.Schema):
+    """For algorithms that take no parameters."""
+
+
+class BaseAlgorithm(abc.ABC):
+    """Attributes shared by CPU-bound and I/O-bound algorithms."""
+
+    #: Unique name, used in job submissions (``algorithm_name``).
+    name: ClassVar[str]
+    version: ClassVar[str]
+    #: One line for listings.
+    summary: ClassVar[str]
+    #: Longer text for ``GET /algorithms/{name}`` and the OpenAPI docs.
+    description: ClassVar[str] = ""
+    #: Validates and documents the parameters; ``load`` fills in defaults.
+    Parameters: ClassVar[type[marshmallow.Schema]] = EmptyParameters
+    #: True: runs in the worker process pool. False: ``run`` is a coroutine on the event loop.
+    cpu_bound: ClassVar[bool] = True
+    #: Default time limit in seconds (the server maximum still applies).
+    default_timeout: ClassVar[float | None] = None
+
+
+class Algorithm(BaseAlgorithm):
+    """A CPU-bound algorithm: ``run`` executes in a worker process."""
+
+    cpu_bound: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult: ...
+
+
+class AsyncAlgorithm(BaseAlgorithm):
+    """An I/O-bound algorithm (e.g. a call to a remote inference server): runs on the event loop."""
+
+    cpu_bound: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    async def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult: ...
+
+
+AnyAlgorithm = Algorithm | AsyncAlgorithm

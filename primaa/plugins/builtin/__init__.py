@@ -1,0 +1,13 @@
+"""The built-in algorithms, registered through the same ``primaa`` entry point as any plugin."""
+
+from __future__ import annotations
+
+from primaa.plugins.algorithm import AnyAlgorithm
+from primaa.plugins.builtin.nuclei import NucleiDetection
+from primaa.plugins.builtin.tissue import TissueDetection
+from primaa.plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def primaa_algorithms() -> list[AnyAlgorithm]:
+    return [NucleiDetection(), TissueDetection()]

@@ -1,0 +1,125 @@
+"""What the job manager needs from storage, and nothing more.
+
+Every state change is a compare-and-set on the job's current status, so two
+actors (two dispatchers, a dispatcher and a cancel request) can never both
+finish a job. Running jobs are held under a lease: a dispatcher that stops
+renewing loses them, and :meth:`JobStore.requeue_expired` hands them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: Sequence[Job]
+    #: Opaque cursor for the next page; ``None`` on the last page.
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Requeued:
+    """What :meth:`JobStore.requeue_expired` did."""
+
+    #: Jobs put back to Pending for another attempt.
+    retried: Sequence[str]
+    #: Jobs that had used all their attempts and were failed instead.
+    failed: Sequence[Job]
+
+
+class StaleJob(Exception):
+    """The job was not in the expected state: someone else moved it first."""
+
+
+class JobStore(Protocol):
+    #: True when one service process owns the store (SQLite file, memory): at
+    #: start-up every Running job is an orphan of a previous run and can be requeued
+    #: without waiting for its lease to expire.
+    exclusive: bool
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, job: Job) -> None:
+        """Store a new job (status Pending)."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        algorithm: str | None = None,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """Newest first. ``owner`` restricts to one API key's jobs."""
+
+    async def claim(self, *, owner: str, lease_seconds: float, limit: int, now: float) -> list[Job]:
+        """Move up to ``limit`` of the oldest Pending jobs to Running, leased to ``owner``."""
+
+    async def renew(self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float) -> None:
+        """Extend the leases ``owner`` holds on these Running jobs."""
+
+    async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+        """Put Running jobs whose lease expired before ``now`` back to Pending.
+
+        A job that already used ``max_attempts`` attempts is failed instead (and
+        returned, so the caller can queue its failure callback).
+        """
+
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        """Record progress (0-100) of a Running job; ignored for other states."""
+
+    async def request_cancel(self, job_id: str) -> Job | None:
+        """Cancel a Pending job at once, or flag a Running one for cancellation.
+
+        Returns the job as it is afterwards, ``None`` if there is no such job.
+        Terminal jobs are returned unchanged.
+        """
+
+    async def finish(
+        self,
+        job: Job,
+        *,
+        expected: JobStatus,
+        result: Mapping[str, Any] | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
+        """Write ``job`` (already moved to its new status) if it is still ``expected``.
+
+        The result and the callback delivery are written in the same transaction
+        as the status, so a finished job never lacks its callback. Raises
+        :class:`StaleJob` when the job is no longer in ``expected``.
+        """
+
+    async def get_result(self, job_id: str) -> Mapping[str, Any] | None: ...
+
+    async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
+        """Number of jobs per (algorithm, status), for metrics and back-pressure."""
+
+    async def due_deliveries(self, *, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+    ) -> None:
+        """Append an attempt and set the delivery's new status and next attempt time."""
+
+    async def deliveries_for(self, job_id: str) -> list[Delivery]: ...
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        """Queue a delivery outside a job transition (redelivery on request)."""
