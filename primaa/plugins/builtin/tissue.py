@@ -1,0 +1,250 @@
+"""Tissue detection on bright-field (H&E) images: where is tissue, where is glass.
+
+The mask is computed at a reduced working resolution, so memory and time stay
+bounded on whole-slide-sized inputs; outlines are scaled back to
+full-resolution pixel coordinates at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import cv2
+import marshmallow
+import numpy as np
+import numpy.typing as npt
+import shapely
+import shapely.affinity
+from marshmallow import fields, validate
+from PIL import Image
+from shapely.geometry import MultiPolygon, Polygon, mapping
+from shapely.geometry.polygon import orient
+
+from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBImage
+
+#: Optical density of each uint8 intensity, so the full image never becomes float.
+_OD_LUT = (-np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)
+
+#: Rows per strip when downsampling, so only one strip is ever copied at a time.
+_STRIP_BLOCKS = 256
+
+
+class TissueParameters(marshmallow.Schema):
+    """Parameters of ``roi_detection``; areas and lengths are in full-resolution pixels."""
+
+    min_area = fields.Float(
+        load_default=5000.0,
+        validate=validate.Range(min=0.0),
+        metadata={
+            "description": "Tissue regions smaller than this area (full-resolution px²) "
+            "are dropped as dust or debris."
+        },
+    )
+    min_hole_area = fields.Float(
+        load_default=5000.0,
+        validate=validate.Range(min=0.0),
+        metadata={
+            "description": "Glass inside tissue smaller than this area (full-resolution "
+            "px²) is filled; larger holes are kept as polygon holes."
+        },
+    )
+    simplify_tolerance = fields.Float(
+        load_default=2.0,
+        validate=validate.Range(min=0.0, max=1000.0),
+        metadata={
+            "description": "Outlines are simplified so that no vertex moves more than "
+            "this distance (full-resolution px); 0 keeps every traced vertex."
+        },
+    )
+    sensitivity = fields.Float(
+        load_default=0.5,
+        validate=validate.Range(min=0.0, max=1.0),
+        metadata={
+            "description": "0 to 1: higher values count fainter staining as tissue "
+            "(and risk counting dirty glass)."
+        },
+    )
+    working_size = fields.Integer(
+        load_default=2048,
+        validate=validate.Range(min=128, max=16384),
+        metadata={
+            "description": "The image is downsampled so its longest side is at most "
+            "this many pixels before the mask is computed."
+        },
+    )
+
+
+class TissueDetection(Algorithm):
+    """Finds tissue regions (with their glass holes) as annotations."""
+
+    name: ClassVar[str] = "roi_detection"
+    version: ClassVar[str] = "0.1.0"
+    summary: ClassVar[str] = "Tissue regions in bright-field (H&E) images, as polygons."
+    description: ClassVar[str] = (
+        "Separates stained tissue from bare glass using optical density at a reduced "
+        "working resolution, removes specks, fills small gaps and keeps large glass "
+        "holes, then returns one polygon per tissue region in full-resolution pixel "
+        "coordinates (QuPath annotations classified 'Tissue')."
+    )
+    Parameters: ClassVar[type[marshmallow.Schema]] = TissueParameters
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        height, width = image.shape[:2]
+        factor = max(1, math.ceil(max(height, width) / int(parameters["working_size"])))
+        small = _downsample(image, factor, progress)
+        progress(0.4)
+        raw = tissue_mask(small, float(parameters["sensitivity"]))
+        progress(0.6)
+        pixel_area = float(factor * factor)
+        mask = _clean(
+            raw,
+            min_area=float(parameters["min_area"]) / pixel_area,
+            min_hole_area=float(parameters["min_hole_area"]) / pixel_area,
+        )
+        progress(0.7)
+        polygons = _trace(mask, factor, width, height, float(parameters["simplify_tolerance"]))
+        polygons = [p for p in polygons if p.area >= float(parameters["min_area"])]
+        progress(0.95)
+        areas = [float(p.area) for p in polygons]
+        total = float(sum(areas))
+        geometry = mapping(MultiPolygon(polygons))
+        return AlgorithmResult(
+            geometry={"type": "MultiPolygon", "coordinates": _lists(geometry["coordinates"])},
+            measurements={
+                "tissue_fraction": total / float(height * width) if height * width else 0.0,
+                "region_count": float(len(polygons)),
+                "tissue_area_px": total,
+            },
+            object_type="annotation",
+            classification="Tissue",
+            object_measurements=[{"area_px": a} for a in areas],
+        )
+
+
+def _downsample(image: RGBImage, factor: int, progress: Progress) -> RGBImage:
+    """Box-average by an integer factor, one strip at a time (no full-size copy)."""
+    if factor == 1:
+        return np.ascontiguousarray(image[..., :3])
+    height = image.shape[0]
+    strip = factor * _STRIP_BLOCKS
+    parts: list[RGBImage] = []
+    for top in range(0, height, strip):
+        block = np.ascontiguousarray(image[top : top + strip, :, :3])
+        parts.append(np.asarray(Image.fromarray(block, "RGB").reduce(factor)))
+        progress(0.4 * min(1.0, (top + strip) / height))
+    return np.concatenate(parts, axis=0)
+
+
+def tissue_mask(small: RGBImage, sensitivity: float) -> npt.NDArray[np.bool_]:
+    """Tissue absorbs light in at least one channel; glass absorbs almost none.
+
+    The score is the largest per-channel optical density. Its threshold is
+    Otsu's, clamped between a floor (so pure glass yields nothing) and a
+    ceiling (so a tile of tissue is not split into nuclei versus stroma).
+    """
+    od = _OD_LUT[small].max(axis=2)
+    od = cv2.GaussianBlur(od, (0, 0), sigmaX=1.0)
+    floor = 0.20 - 0.15 * sensitivity
+    ceiling = 2.0 * floor
+    threshold = min(max(_otsu(od), floor), ceiling)
+    result: npt.NDArray[np.bool_] = od > threshold
+    return result
+
+
+def _otsu(values: npt.NDArray[np.float32]) -> float:
+    hist, edges = np.histogram(values, bins=256, range=(0.0, 2.5))
+    weights = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    w0 = np.cumsum(weights)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(weights * centres)
+    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
+    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def _clean(
+    mask: npt.NDArray[np.bool_], *, min_area: float, min_hole_area: float
+) -> npt.NDArray[np.uint8]:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    m = np.asarray(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel), np.uint8)
+    m = np.asarray(cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel), np.uint8)
+    m = _drop_small(m, min_area)
+    holes = _drop_small(1 - m, min_hole_area, keep_border=True)
+    result: npt.NDArray[np.uint8] = (1 - holes).astype(np.uint8)
+    return result
+
+
+def _drop_small(
+    m: npt.NDArray[np.uint8], min_area: float, *, keep_border: bool = False
+) -> npt.NDArray[np.uint8]:
+    _, labels, stats, _centroids = cv2.connectedComponentsWithStats(m, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    if keep_border:
+        h, w = m.shape
+        x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+        x2 = x + stats[:, cv2.CC_STAT_WIDTH]
+        y2 = y + stats[:, cv2.CC_STAT_HEIGHT]
+        keep |= (x == 0) | (y == 0) | (x2 == w) | (y2 == h)
+    keep[0] = False
+    result: npt.NDArray[np.uint8] = keep[labels].astype(np.uint8)
+    return result
+
+
+def _trace(
+    mask: npt.NDArray[np.uint8], factor: int, width: int, height: int, tolerance: float
+) -> list[Polygon]:
+    """Outer contours with their holes, as valid full-resolution polygons."""
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    links = hierarchy[0]
+    polygons: list[Polygon] = []
+    for index, contour in enumerate(contours):
+        if links[index][3] != -1:
+            continue
+        holes = []
+        child = int(links[index][2])
+        while child != -1:
+            holes.append(_ring(contours[child]))
+            child = int(links[child][0])
+        polygons.extend(_finish(Polygon(_ring(contour), holes), factor, width, height, tolerance))
+    return polygons
+
+
+def _ring(contour: Any) -> npt.NDArray[np.float64]:
+    points: npt.NDArray[np.float64] = np.asarray(contour, np.float64).reshape(-1, 2)
+    if len(points) < 3:
+        points = np.concatenate([points, points[-1:], points[-1:]])[:3]
+    return points
+
+
+def _finish(
+    polygon: Polygon, factor: int, width: int, height: int, tolerance: float
+) -> list[Polygon]:
+    """Contours run through pixel centres: grow by half a pixel to reach pixel edges."""
+    shape = shapely.make_valid(polygon).buffer(0.5, join_style="mitre")
+    shape = shapely.affinity.translate(shape, 0.5, 0.5)
+    shape = shapely.affinity.scale(shape, factor, factor, origin=(0.0, 0.0))
+    shape = shape.intersection(shapely.box(0.0, 0.0, float(width), float(height)))
+    if tolerance > 0:
+        shape = shape.simplify(tolerance, preserve_topology=True)
+    shape = shapely.make_valid(shape)
+    return [orient(p, sign=1.0) for p in _polygons(shape)]
+
+
+def _polygons(shape: Any) -> list[Polygon]:
+    if isinstance(shape, Polygon):
+        return [shape] if not shape.is_empty else []
+    return [p for part in getattr(shape, "geoms", []) for p in _polygons(part)]
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_lists(v) for v in value]
+    return float(value)
