@@ -8,6 +8,7 @@ renewing loses them, and :meth:`JobStore.requeue_expired` hands them back.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ class Requeued:
     retried: Sequence[str]
     #: Jobs that had used all their attempts and were failed instead.
     failed: Sequence[Job]
+    #: Jobs a client had asked to cancel: they are cancelled, not retried.
+    cancelled: Sequence[Job] = ()
 
 
 class StaleJob(Exception):
@@ -63,17 +66,22 @@ class JobStore(Protocol):
     ) -> JobPage:
         """Newest first. ``owner`` restricts to one API key's jobs."""
 
-    async def claim(self, *, owner: str, lease_seconds: float, limit: int, now: float) -> list[Job]:
+    async def claim(
+        self, *, owner: str, lease_seconds: float, limit: int, now: float
+    ) -> builtins.list[Job]:
         """Move up to ``limit`` of the oldest Pending jobs to Running, leased to ``owner``."""
 
-    async def renew(self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float) -> None:
+    async def renew(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> None:
         """Extend the leases ``owner`` holds on these Running jobs."""
 
     async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
         """Put Running jobs whose lease expired before ``now`` back to Pending.
 
         A job that already used ``max_attempts`` attempts is failed instead (and
-        returned, so the caller can queue its failure callback).
+        returned, so the caller can queue its failure callback); a job with
+        ``cancel_requested`` is cancelled instead, and returned likewise.
         """
 
     async def set_progress(self, job_id: str, progress: float) -> None:
@@ -106,7 +114,7 @@ class JobStore(Protocol):
     async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
         """Number of jobs per (algorithm, status), for metrics and back-pressure."""
 
-    async def due_deliveries(self, *, now: float, limit: int) -> list[Delivery]:
+    async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
         """Pending deliveries whose next attempt is due, oldest first."""
 
     async def record_attempt(
@@ -119,7 +127,7 @@ class JobStore(Protocol):
     ) -> None:
         """Append an attempt and set the delivery's new status and next attempt time."""
 
-    async def deliveries_for(self, job_id: str) -> list[Delivery]: ...
+    async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]: ...
 
     async def add_delivery(self, delivery: Delivery) -> None:
         """Queue a delivery outside a job transition (redelivery on request)."""

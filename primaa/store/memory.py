@@ -1,0 +1,263 @@
+"""An in-memory :class:`~primaa.store.protocol.JobStore` for tests and throw-away runs.
+
+It keeps the SQL store's semantics (compare-and-set transitions, lease rules,
+cursor format, ordering) so tests written against it hold for the real store.
+No method awaits while it reads and writes its dictionaries, so on one event
+loop every method is atomic without a lock. JSON values are copied on the way
+in, as the SQL store does by serialising them, so callers cannot alias them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from primaa.jobs.model import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    check_transition,
+)
+from primaa.store.protocol import JobPage, Requeued, StaleJob
+
+#: Largest page a caller may ask for; a guard against unbounded reads.
+MAX_PAGE = 1000
+
+
+def encode_cursor(created_at: float, job_id: str) -> str:
+    """The opaque paging cursor both stores use: the last row's sort key."""
+    raw = json.dumps([created_at, job_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Parse a cursor from :func:`encode_cursor`; anything else is a ``ValueError``."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise ValueError("malformed cursor") from exc
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or isinstance(value[0], bool)
+        or not isinstance(value[0], int | float)
+        or not math.isfinite(value[0])
+        or not isinstance(value[1], str)
+    ):
+        raise ValueError("malformed cursor")
+    return float(value[0]), value[1]
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+
+
+def expired_error(attempts: int) -> str:
+    """The error of a job failed by :meth:`requeue_expired`, shared so both stores agree."""
+    return f"gave up after {attempts} attempts: the job's lease expired each time"
+
+
+def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(value))
+    return copied
+
+
+class MemoryStore:
+    """Jobs, results and deliveries in dictionaries; gone when the process ends."""
+
+    exclusive = True
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._results: dict[str, dict[str, Any]] = {}
+        self._deliveries: dict[str, Delivery] = {}
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def create(self, job: Job) -> None:
+        if job.job_id in self._jobs:
+            raise ValueError(f"job {job.job_id} already exists")
+        self._jobs[job.job_id] = job.evolve(parameters=_json_copy(job.parameters))
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        algorithm: str | None = None,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        check_limit(limit)
+        after = decode_cursor(cursor) if cursor is not None else None
+        rows = [
+            job
+            for job in self._jobs.values()
+            if (status is None or job.status is status)
+            and (algorithm is None or job.algorithm == algorithm)
+            and (owner is None or job.owner == owner)
+            and (after is None or (job.created_at, job.job_id) < after)
+        ]
+        rows.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
+        page = rows[:limit]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].job_id) if more else None
+        return JobPage(jobs=page, next_cursor=next_cursor)
+
+    async def claim(
+        self, *, owner: str, lease_seconds: float, limit: int, now: float
+    ) -> builtins.list[Job]:
+        pending = sorted(
+            (job for job in self._jobs.values() if job.status is JobStatus.PENDING),
+            key=lambda job: (job.created_at, job.job_id),
+        )
+        claimed = []
+        for job in pending[: max(limit, 0)]:
+            running = job.moved_to(
+                JobStatus.RUNNING, now, lease_owner=owner, lease_expires_at=now + lease_seconds
+            )
+            self._jobs[job.job_id] = running
+            claimed.append(running)
+        return claimed
+
+    async def renew(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> None:
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status is JobStatus.RUNNING and job.lease_owner == owner:
+                self._jobs[job_id] = job.evolve(lease_expires_at=now + lease_seconds)
+
+    async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+        retried: list[str] = []
+        failed: list[Job] = []
+        cancelled: list[Job] = []
+        for job in list(self._jobs.values()):
+            if job.status is not JobStatus.RUNNING or job.lease_expires_at is None:
+                continue
+            if job.lease_expires_at >= now:
+                continue
+            if job.cancel_requested:
+                stopped = job.moved_to(JobStatus.CANCELLED, now)
+                self._jobs[job.job_id] = stopped
+                cancelled.append(stopped)
+            elif job.attempts >= max_attempts:
+                gone = job.moved_to(JobStatus.FAILED, now, error=expired_error(job.attempts))
+                self._jobs[job.job_id] = gone
+                failed.append(gone)
+            else:
+                self._jobs[job.job_id] = job.moved_to(JobStatus.PENDING, now)
+                retried.append(job.job_id)
+        return Requeued(retried=retried, failed=failed, cancelled=cancelled)
+
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.status is JobStatus.RUNNING:
+            self._jobs[job_id] = job.evolve(progress=progress)
+
+    async def request_cancel(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.status.is_terminal:
+            return job
+        now = time.time()
+        if job.status is JobStatus.PENDING:
+            changed = job.moved_to(JobStatus.CANCELLED, now)
+        else:
+            changed = job.evolve(cancel_requested=True, updated_at=now)
+        self._jobs[job_id] = changed
+        return changed
+
+    async def finish(
+        self,
+        job: Job,
+        *,
+        expected: JobStatus,
+        result: Mapping[str, Any] | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
+        check_transition(expected, job.status)
+        current = self._jobs.get(job.job_id)
+        if current is None or current.status is not expected:
+            raise StaleJob(f"job {job.job_id} is no longer {expected}")
+        if delivery is not None and delivery.delivery_id in self._deliveries:
+            raise ValueError(f"delivery {delivery.delivery_id} already exists")
+        self._jobs[job.job_id] = job.evolve(
+            parameters=current.parameters,
+            cancel_requested=job.cancel_requested or current.cancel_requested,
+        )
+        if result is not None:
+            self._results[job.job_id] = _json_copy(result)
+        if delivery is not None:
+            self._deliveries[delivery.delivery_id] = delivery.evolve(
+                payload=_json_copy(delivery.payload)
+            )
+
+    async def get_result(self, job_id: str) -> Mapping[str, Any] | None:
+        result = self._results.get(job_id)
+        return None if result is None else _json_copy(result)
+
+    async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
+        counts: dict[tuple[str, JobStatus], int] = {}
+        for job in self._jobs.values():
+            key = (job.algorithm, job.status)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
+        due = [
+            d
+            for d in self._deliveries.values()
+            if d.status is DeliveryStatus.PENDING and d.next_attempt_at <= now
+        ]
+        due.sort(key=lambda d: (d.next_attempt_at, d.created_at, d.delivery_id))
+        return due[: max(limit, 0)]
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+    ) -> None:
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None:
+            raise KeyError(delivery_id)
+        self._deliveries[delivery_id] = delivery.evolve(
+            attempts=(*delivery.attempts, attempt),
+            status=status,
+            next_attempt_at=(
+                delivery.next_attempt_at if next_attempt_at is None else next_attempt_at
+            ),
+        )
+
+    async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
+        found = [d for d in self._deliveries.values() if d.job_id == job_id]
+        found.sort(key=lambda d: (d.created_at, d.delivery_id))
+        return found
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        if delivery.job_id not in self._jobs:
+            raise KeyError(delivery.job_id)
+        if delivery.delivery_id in self._deliveries:
+            raise ValueError(f"delivery {delivery.delivery_id} already exists")
+        self._deliveries[delivery.delivery_id] = delivery.evolve(
+            payload=_json_copy(delivery.payload)
+        )
