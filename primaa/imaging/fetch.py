@@ -1,0 +1,232 @@
+"""Fetch client image URLs into the spool directory, within limits.
+
+Every failure becomes a `FetchError` whose message names the cause in words a
+client can act on (HTTP 404, too large, timed out, refused address, ...) and
+never carries a stack trace, a local path, credentials or a query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+from aiohttp import hdrs
+from yarl import URL
+
+from primaa.imaging.urlguard import UnsafeUrl, UrlGuard
+
+__all__ = ["FetchError", "ImageFetcher", "spool_part"]
+
+CHUNK_SIZE: Final = 64 * 1024
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_JOB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ACCEPT: Final = "image/jpeg, image/png, image/tiff, */*;q=0.5"
+
+
+class FetchError(Exception):
+    """The image could not be fetched or stored; the message is safe to show to clients."""
+
+
+def shown_url(url: URL) -> str:
+    """The URL without credentials, query or fragment, for error messages and logs.
+
+    Pre-signed object-store URLs carry their signature in the query string.
+    """
+    return str(url.with_user(None).with_query(None).with_fragment(None))
+
+
+def _spool_paths(spool_dir: Path, job_id: str) -> tuple[Path, Path]:
+    if not _JOB_ID.fullmatch(job_id) or ".." in job_id:
+        raise ValueError(f"job id {job_id!r} cannot name a spool file")
+    return spool_dir / f"{job_id}.img.part", spool_dir / f"{job_id}.img"
+
+
+def _too_large(max_bytes: int, what: str = "image") -> FetchError:
+    return FetchError(f"{what} larger than {max_bytes} bytes")
+
+
+class ImageFetcher:
+    """Downloads an image URL to ``<spool_dir>/<job_id>.img``.
+
+    The session must use a connector from `make_connector` with the same guard:
+    this class checks URLs (including each redirect target), the connector's
+    resolver checks the addresses actually connected to. Redirects are followed
+    here rather than by aiohttp so that every hop is checked.
+
+    Chunks are written with plain blocking writes: 64 KiB into the page cache
+    takes tens of microseconds, far less than an executor round trip.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        guard: UrlGuard,
+        *,
+        spool_dir: Path,
+        max_bytes: int,
+        connect_timeout: float,
+        read_timeout: float,
+        max_redirects: int = 5,
+        total_timeout: float | None = None,
+    ) -> None:
+        self._session = session
+        self._guard = guard
+        self._spool_dir = spool_dir
+        self._max_bytes = max_bytes
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_redirects = max_redirects
+        # A drip-feeding server never trips the per-read timeout; the total bounds it.
+        self._total_timeout = (
+            total_timeout if total_timeout is not None else 10 * (connect_timeout + read_timeout)
+        )
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+
+    async def fetch(self, url: str, job_id: str) -> Path:
+        """Download `url` and return the spooled file's path; raise `FetchError` on any failure."""
+        part, final = _spool_paths(self._spool_dir, job_id)
+        try:
+            first = self._guard.check_url(url)
+        except UnsafeUrl as exc:
+            raise FetchError(str(exc)) from None
+        try:
+            async with asyncio.timeout(self._total_timeout):
+                await self._download(first, part)
+            os.replace(part, final)
+        except BaseException as exc:
+            part.unlink(missing_ok=True)
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                raise FetchError(
+                    f"timed out after {self._total_timeout:g} s fetching {shown_url(first)}"
+                ) from None
+            if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+                raise FetchError(f"could not store the image: {exc.strerror or exc}") from None
+            raise
+        return final
+
+    async def _download(self, first: URL, part: Path) -> None:
+        current = first
+        for _hop in range(self._max_redirects + 1):
+            try:
+                async with self._session.get(
+                    current,
+                    allow_redirects=False,
+                    timeout=self._client_timeout,
+                    headers={hdrs.ACCEPT: _ACCEPT},
+                ) as resp:
+                    if resp.status in _REDIRECTS:
+                        current = self._next_hop(current, resp)
+                        continue
+                    self._check_response(current, resp)
+                    await self._stream(resp, part)
+                    return
+            except aiohttp.ClientError as exc:
+                raise self._client_error(current, exc) from None
+        raise FetchError(
+            f"too many redirects (more than {self._max_redirects}) fetching {shown_url(first)}"
+        )
+
+    def _next_hop(self, current: URL, resp: aiohttp.ClientResponse) -> URL:
+        location = resp.headers.get(hdrs.LOCATION)
+        if not location:
+            raise FetchError(f"HTTP {resp.status} redirect without a Location header")
+        try:
+            target = current.join(URL(location))
+        except ValueError:
+            raise FetchError(f"HTTP {resp.status} redirect to an invalid URL") from None
+        try:
+            return self._guard.check_url(target)
+        except UnsafeUrl as exc:
+            raise FetchError(f"refused redirect to {shown_url(target)}: {exc}") from None
+
+    def _check_response(self, url: URL, resp: aiohttp.ClientResponse) -> None:
+        if not 200 <= resp.status < 300:
+            reason = f" {resp.reason}" if resp.reason else ""
+            raise FetchError(f"HTTP {resp.status}{reason} fetching {shown_url(url)}")
+        if resp.content_length is not None and resp.content_length > self._max_bytes:
+            raise FetchError(
+                f"image is {resp.content_length} bytes, larger than {self._max_bytes} bytes"
+            )
+        if resp.content_type in ("text/html", "application/xhtml+xml"):
+            raise FetchError(
+                f"expected an image but {shown_url(url)} returned a web page ({resp.content_type})"
+            )
+
+    async def _stream(self, resp: aiohttp.ClientResponse, part: Path) -> None:
+        written = 0
+        with part.open("wb") as f:
+            async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+                written += len(chunk)
+                if written > self._max_bytes:
+                    raise _too_large(self._max_bytes)
+                f.write(chunk)
+        if written == 0:
+            raise FetchError(f"HTTP {resp.status} with an empty body")
+
+    def _client_error(self, url: URL, exc: aiohttp.ClientError) -> FetchError:
+        shown = shown_url(url)
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return FetchError(
+                f"timed out after {self._connect_timeout:g} s connecting to {url.host}"
+            )
+        if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
+            return FetchError(f"timed out after {self._read_timeout:g} s waiting for {shown}")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return _connector_error(exc)
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+            return FetchError(f"the server closed the connection before sending all of {shown}")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return FetchError(f"invalid URL {shown}")
+        return FetchError(f"could not fetch {shown}: {type(exc).__name__}: {exc}")
+
+
+def _connector_error(exc: aiohttp.ClientConnectorError) -> FetchError:
+    cause = exc.os_error
+    if isinstance(cause, UnsafeUrl):
+        return FetchError(str(cause))
+    where = f"{exc.host}:{exc.port}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return FetchError(f"could not resolve host {exc.host}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return FetchError(f"TLS certificate of {where} is not valid")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return FetchError(f"TLS error connecting to {where}")
+    if isinstance(cause, ConnectionRefusedError):
+        return FetchError(f"connection refused by {where}")
+    return FetchError(f"could not connect to {where}: {cause.strerror or cause}")
+
+
+async def spool_part(part: aiohttp.BodyPartReader, dest: Path, max_bytes: int) -> int:
+    """Stream an uploaded multipart part to `dest`, refusing it past `max_bytes`.
+
+    Returns the number of bytes written. The part is written to a ``.part``
+    file first so `dest` only ever holds a complete upload.
+    """
+    tmp = dest.with_name(dest.name + ".part")
+    written = 0
+    try:
+        with tmp.open("wb") as f:
+            while chunk := await part.read_chunk(CHUNK_SIZE):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise _too_large(max_bytes, "upload")
+                f.write(chunk)
+        if written == 0:
+            raise FetchError("upload is empty")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FetchError(f"could not store the upload: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return written
