@@ -9,7 +9,9 @@ parsers of Pillow ever see client data.
 from __future__ import annotations
 
 import struct
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -203,12 +205,38 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     raise ImageDecodeError(f"unsupported pixel mode {im.mode}")
 
 
+_limit_lock = threading.Lock()
+
+
+@contextmanager
+def _pillow_limit(pixels: int) -> Iterator[None]:
+    """Let Pillow open an image that our own `max_pixels` check has already approved.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that
+    (179 MP by default), which would silently cap an operator's larger
+    ``max_pixels``. For such an image only, the global is raised to exactly its
+    pixel count while it is opened and loaded, under a lock, and then restored;
+    a limit of None (protection off) is left alone.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or pixels <= current:
+        yield
+        return
+    with _limit_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        if saved is not None:
+            Image.MAX_IMAGE_PIXELS = max(saved, pixels)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def decode_image(path: Path, *, max_pixels: int) -> npt.NDArray[np.uint8]:
     """Decode a JPEG, PNG or TIFF file into an HxWx3 uint8 RGB array, origin top-left.
 
-    The pixel count is checked from the header before Pillow decodes anything.
-    Pillow's own decompression-bomb limit stays in force: with a `max_pixels`
-    above ``2 * Image.MAX_IMAGE_PIXELS`` the lower of the two limits wins.
+    The pixel count is checked from the header before Pillow decodes anything,
+    so `max_pixels` is the limit that applies, also above Pillow's default.
     """
     try:
         f = path.open("rb")
@@ -223,23 +251,19 @@ def decode_image(path: Path, *, max_pixels: int) -> npt.NDArray[np.uint8]:
         _check_pixels(width, height, max_pixels)
         f.seek(0)
         try:
-            with warnings.catch_warnings():
-                # Our own limit has approved the size; Pillow's warning tier adds nothing.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _pillow_limit(width * height):
                 opened = Image.open(f, formats=[fmt])
-            # The header we read and the frame Pillow decodes could differ; trust Pillow's.
-            _check_pixels(opened.width, opened.height, max_pixels)
-            opened.load()
+                # The header we read and the frame Pillow decodes could differ; trust Pillow.
+                _check_pixels(opened.width, opened.height, max_pixels)
+                opened.load()
             rgb = _to_rgb(ImageOps.exif_transpose(opened))
             # A writable copy: plugins may work in place on the array they get.
             array = np.array(rgb, dtype=np.uint8)
         except ImageDecodeError:
             raise
-        except Image.DecompressionBombError:
-            limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        except Image.DecompressionBombError as exc:
             raise ImageDecodeError(
-                f"image is {width}\N{MULTIPLICATION SIGN}{height} = {width * height / 1e6:.1f} MP,"
-                f" above Pillow's decompression-bomb limit of {limit:.1f} MP"
+                f"image refused by Pillow's decompression-bomb check: {exc}"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
             raise _corrupt(str(exc) or type(exc).__name__) from None
