@@ -27,6 +27,19 @@ from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBIm
 #: Optical density of each uint8 intensity, so the full image never becomes float.
 _OD_LUT = (-np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)
 
+#: The glass level of each channel is this percentile of the image...
+_WHITE_PERCENTILE = 99.5
+#: ...but never darker than this, so a tile without glass keeps an absolute reference.
+_MIN_WHITE = 225
+
+#: Histogram of the score, for finding the glass peak.
+_BIN_WIDTH = 0.002
+_BINS = 500
+#: A glass peak needs this share of all pixels in its tallest bin...
+_MIN_GLASS_FRACTION = 0.002
+#: ...and is never taken as narrower than this (optical density units).
+_MIN_GLASS_SIGMA = 0.004
+
 #: Rows per strip when downsampling, so only one strip is ever copied at a time.
 _STRIP_BLOCKS = 256
 
@@ -142,38 +155,67 @@ def _downsample(image: RGBImage, factor: int, progress: Progress) -> RGBImage:
 def tissue_mask(small: RGBImage, sensitivity: float) -> npt.NDArray[np.bool_]:
     """Tissue absorbs light in at least one channel; glass absorbs almost none.
 
-    The score is the largest per-channel optical density. Its threshold is
-    Otsu's, clamped between a floor (so pure glass yields nothing) and a
-    ceiling (so a tile of tissue is not split into nuclei versus stroma).
+    The score is the largest per-channel optical density, measured against the
+    brightest part of the image in each channel (so tinted or dim glass reads
+    as zero). Glass makes a narrow peak near zero: the threshold sits a few
+    peak widths above it, and is clamped between a floor (so noise on pure glass
+    is never tissue) and a ceiling (so noisy glass cannot hide pale tissue).
+    Without a glass peak, the floor applies and the tile is mostly tissue.
     """
-    od = _OD_LUT[small].max(axis=2)
-    od = cv2.GaussianBlur(od, (0, 0), sigmaX=1.0)
-    floor = 0.20 - 0.15 * sensitivity
-    ceiling = 2.0 * floor
-    threshold = min(max(_otsu(od), floor), ceiling)
-    result: npt.NDArray[np.bool_] = od > threshold
+    score = _max_optical_density(small)
+    score = np.asarray(cv2.GaussianBlur(score, (0, 0), sigmaX=1.0), np.float32)
+    floor = 0.10 - 0.06 * sensitivity
+    ceiling = 0.20 - 0.10 * sensitivity
+    threshold = floor
+    glass = _glass_peak(score, below=floor)
+    if glass is not None:
+        centre, width = glass
+        threshold = min(max(centre + (10.0 - 8.0 * sensitivity) * width, floor), ceiling)
+    result: npt.NDArray[np.bool_] = score > threshold
     return result
 
 
-def _otsu(values: npt.NDArray[np.float32]) -> float:
-    hist, edges = np.histogram(values, bins=256, range=(0.0, 2.5))
-    weights = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    w0 = np.cumsum(weights)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(weights * centres)
-    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
-    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centres[int(np.argmax(between))])
+def _glass_peak(score: npt.NDArray[np.float32], below: float) -> tuple[float, float] | None:
+    """Centre and standard deviation of the glass peak, if the image shows glass.
+
+    The width comes from the peak's right half-width at half maximum: the left
+    side is clipped at zero and the far right is tissue.
+    """
+    hist, edges = np.histogram(score, bins=_BINS, range=(0.0, _BINS * _BIN_WIDTH))
+    top = max(1, int(below / _BIN_WIDTH))
+    mode = int(np.argmax(hist[:top]))
+    if hist[mode] < _MIN_GLASS_FRACTION * score.size:
+        return None
+    after = np.nonzero(hist[mode:] < hist[mode] / 2.0)[0]
+    half_width = (int(after[0]) if after.size else 1) * _BIN_WIDTH
+    sigma = max(half_width / 1.1774, _MIN_GLASS_SIGMA)
+    return float(edges[mode]) + _BIN_WIDTH / 2.0, sigma
+
+
+def _max_optical_density(small: RGBImage) -> npt.NDArray[np.float32]:
+    score = np.zeros(small.shape[:2], np.float32)
+    for channel in range(3):
+        plane = small[..., channel]
+        white = max(_percentile(plane, _WHITE_PERCENTILE), _MIN_WHITE)
+        lut = np.maximum(_OD_LUT - _OD_LUT[white], np.float32(0.0))
+        np.maximum(score, lut[plane], out=score)
+    return score
+
+
+def _percentile(plane: RGBImage, percent: float) -> int:
+    """Percentile of a uint8 plane from its histogram: no sort, no float copy."""
+    counts = np.cumsum(np.bincount(plane.ravel(), minlength=256))
+    return int(np.searchsorted(counts, counts[-1] * percent / 100.0))
 
 
 def _clean(
     mask: npt.NDArray[np.bool_], *, min_area: float, min_hole_area: float
 ) -> npt.NDArray[np.uint8]:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    m = np.asarray(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel), np.uint8)
-    m = np.asarray(cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel), np.uint8)
+    """Remove specks, bridge hairline gaps, drop small regions, fill small holes."""
+    small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    large = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    m = np.asarray(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, small), np.uint8)
+    m = np.asarray(cv2.morphologyEx(m, cv2.MORPH_CLOSE, large), np.uint8)
     m = _drop_small(m, min_area)
     holes = _drop_small(1 - m, min_hole_area, keep_border=True)
     result: npt.NDArray[np.uint8] = (1 - holes).astype(np.uint8)
