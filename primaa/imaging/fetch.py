@@ -36,7 +36,9 @@ def shown_url(url: URL) -> str:
 
     Pre-signed object-store URLs carry their signature in the query string.
     """
-    return str(url.with_user(None).with_query(None).with_fragment(None))
+    if url.raw_user is not None or url.raw_password is not None:
+        url = url.with_user(None)
+    return str(url.with_query(None).with_fragment(None))
 
 
 def _spool_paths(spool_dir: Path, job_id: str) -> tuple[Path, Path]:
