@@ -1,0 +1,90 @@
+"""Every error answer is JSON of one shape: ``{code, error, type, details?, request_id}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from primaa.jobs.errors import (
+    InvalidParameters,
+    InvalidRequest,
+    JobError,
+    JobNotFound,
+    ResultNotReady,
+    TooManyJobs,
+    UnknownAlgorithm,
+)
+
+
+class ApiError(Exception):
+    """An error answer raised by a view or middleware."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.details = dict(details) if details else None
+        self.headers = dict(headers) if headers else None
+
+
+def from_job_error(exc: JobError) -> ApiError:
+    """The HTTP form of a domain error."""
+    if isinstance(exc, JobNotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, UnknownAlgorithm):
+        return ApiError(
+            422, "unknown_algorithm", str(exc),
+            {"algorithm_name": [str(exc)], "available": exc.available},
+        )
+    if isinstance(exc, InvalidParameters):
+        return ApiError(422, "invalid_parameters", str(exc), {"parameters": exc.messages})
+    if isinstance(exc, InvalidRequest):
+        return ApiError(422, "invalid_request", str(exc), {exc.field: [exc.message]})
+    if isinstance(exc, ResultNotReady):
+        return ApiError(409, "no_result", str(exc), {"status": str(exc.status)})
+    if isinstance(exc, TooManyJobs):
+        return ApiError(
+            429, "too_many_jobs", str(exc), headers={"Retry-After": str(exc.retry_after)}
+        )
+    return ApiError(400, "bad_request", str(exc))
+
+
+_HTTP_KINDS = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
+
+
+def from_http_exception(exc: web.HTTPException) -> ApiError:
+    kind = _HTTP_KINDS.get(exc.status, "error")
+    message = exc.reason
+    if exc.status == 404:
+        message = "no such endpoint"
+    elif exc.status == 413:
+        message = f"request body too large: {exc.text}" if exc.text else "request body too large"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return ApiError(exc.status, kind, message, headers=headers or None)
+
+
+def error_response(err: ApiError, request_id: str | None) -> web.Response:
+    body: dict[str, Any] = {"code": err.status, "error": err.message, "type": err.kind}
+    if err.details:
+        body["details"] = err.details
+    if request_id:
+        body["request_id"] = request_id
+    return web.json_response(body, status=err.status, headers=err.headers)

@@ -1,0 +1,218 @@
+"""``/jobs``: submit (JSON or upload), list, read, result, cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import marshmallow
+from aiohttp import BodyPartReader, web
+from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
+
+from primaa.api.errors import ApiError
+from primaa.api.present import present_job
+from primaa.api.schemas import (
+    ErrorSchema,
+    FeatureSchema,
+    JobListQuerySchema,
+    JobPageSchema,
+    JobSchema,
+    JobSubmissionSchema,
+    ResultQuerySchema,
+)
+from primaa.appkeys import MANAGER, SETTINGS
+from primaa.imaging.fetch import FetchError, spool_part
+from primaa.jobs.manager import JobRequest
+from primaa.jobs.model import JobStatus
+from primaa.results.qupath import feature_to_qupath
+
+TAG = ["jobs"]
+_UPLOAD_DOC = {
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image", "algorithm_name"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "algorithm_name": {"type": "string"},
+                    "parameters": {"type": "string", "description": "JSON object"},
+                    "callback_url": {"type": "string"},
+                    "callback_token": {"type": "string"},
+                    "timeout": {"type": "number"},
+                },
+            }
+        }
+    }
+}
+
+
+def owner_of(request: web.Request) -> str | None:
+    """The API key the request is made with; ``None`` while authentication is off."""
+    owner = request.get("owner")
+    return owner if isinstance(owner, str) else None
+
+
+@docs(
+    tags=TAG,
+    summary="Submit a job",
+    description="JSON with `image_url`, or multipart/form-data with the image in part `image`.",
+    requestBody=_UPLOAD_DOC,
+    responses={
+        400: {"schema": ErrorSchema, "description": "Malformed body"},
+        413: {"schema": ErrorSchema, "description": "Body or upload too large"},
+        415: {"schema": ErrorSchema, "description": "Neither JSON nor multipart"},
+        422: {"schema": ErrorSchema, "description": "Invalid fields, algorithm or parameters"},
+        429: {"schema": ErrorSchema, "description": "Too many unfinished jobs"},
+    },
+)
+@json_schema(JobSubmissionSchema)
+@response_schema(JobSchema, 202, description="Accepted; `Location` names the job")
+async def create_job(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    if request.content_type == "multipart/form-data":
+        job = await manager.submit(await _upload_request(request), owner=owner_of(request))
+    else:
+        body = request["json"]
+        job = await manager.submit(
+            JobRequest(
+                algorithm=body["algorithm_name"],
+                parameters=body["parameters"],
+                image_url=body["image_url"],
+                callback_url=body["callback_url"],
+                callback_token=body["callback_token"],
+                timeout=body["timeout"],
+            ),
+            owner=owner_of(request),
+        )
+    return web.json_response(
+        present_job(job, []), status=202, headers={"Location": f"/jobs/{job.job_id}"}
+    )
+
+
+class _UploadFields(marshmallow.Schema):
+    class Meta:
+        unknown = marshmallow.RAISE
+
+    algorithm_name = marshmallow.fields.String(required=True)
+    parameters = marshmallow.fields.Dict(keys=marshmallow.fields.String(), load_default=dict)
+    callback_url = JobSubmissionSchema().fields["callback_url"]
+    callback_token = marshmallow.fields.String(load_default=None, allow_none=True)
+    timeout = JobSubmissionSchema().fields["timeout"]
+
+
+async def _upload_request(request: web.Request) -> JobRequest:
+    """Stream the ``image`` part to the spool; the other parts are small form fields."""
+    settings = request.app[SETTINGS]
+    upload_dir = settings.spool_dir / "uploads"
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    image_path: Path | None = None
+    fields: dict[str, Any] = {}
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "bad_request", "nested multipart bodies are not supported")
+            if part.name == "image":
+                if image_path is not None:
+                    raise ApiError(400, "bad_request", "more than one `image` part")
+                image_path = upload_dir / f"{uuid.uuid4().hex}.img"
+                try:
+                    await spool_part(part, image_path, settings.max_image_bytes)
+                except FetchError as exc:
+                    raise ApiError(413, "too_large", str(exc)) from None
+            elif part.name:
+                fields[part.name] = await part.text()
+        if image_path is None:
+            raise ApiError(422, "validation_error", "missing the `image` part", {"image": ["required"]})
+        if "parameters" in fields:
+            try:
+                fields["parameters"] = json.loads(fields["parameters"])
+            except json.JSONDecodeError:
+                raise ApiError(
+                    422, "validation_error", "`parameters` is not JSON",
+                    {"parameters": ["must be a JSON object"]},
+                ) from None
+        try:
+            data = _UploadFields().load(fields)
+        except marshmallow.ValidationError as exc:
+            messages = exc.normalized_messages()
+            raise ApiError(
+                422, "validation_error", "invalid form fields",
+                messages if isinstance(messages, dict) else None,
+            ) from None
+    except BaseException:
+        if image_path is not None:
+            image_path.unlink(missing_ok=True)
+        raise
+    return JobRequest(
+        algorithm=data["algorithm_name"],
+        parameters=data["parameters"],
+        image_path=image_path,
+        callback_url=data["callback_url"],
+        callback_token=data["callback_token"],
+        timeout=data["timeout"],
+    )
+
+
+@docs(tags=TAG, summary="List jobs, newest first", responses={422: {"schema": ErrorSchema}})
+@querystring_schema(JobListQuerySchema)
+@response_schema(JobPageSchema, 200)
+async def list_jobs(request: web.Request) -> web.Response:
+    query = request["querystring"]
+    try:
+        page = await request.app[MANAGER].list(
+            status=JobStatus(query["status"]) if "status" in query else None,
+            algorithm=query.get("algorithm_name"),
+            owner=owner_of(request),
+            cursor=query.get("cursor"),
+            limit=query["limit"],
+        )
+    except ValueError:
+        raise ApiError(400, "bad_cursor", "`cursor` is not one this service gave out") from None
+    return web.json_response(
+        {"jobs": [present_job(j) for j in page.jobs], "next_cursor": page.next_cursor}
+    )
+
+
+@docs(tags=TAG, summary="Read a job", responses={404: {"schema": ErrorSchema}})
+@response_schema(JobSchema, 200)
+async def get_job(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    job_id = request.match_info["job_id"]
+    job = await manager.get(job_id, owner=owner_of(request))
+    deliveries = await manager.store.deliveries_for(job_id) if job.callback_url else []
+    return web.json_response(present_job(job, deliveries))
+
+
+@docs(
+    tags=TAG,
+    summary="The result of a completed job",
+    responses={
+        404: {"schema": ErrorSchema, "description": "No such job"},
+        409: {"schema": ErrorSchema, "description": "The job has no result (yet)"},
+    },
+)
+@querystring_schema(ResultQuerySchema)
+@response_schema(FeatureSchema, 200, description="GeoJSON Feature, or QuPath FeatureCollection")
+async def get_result(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    feature = await manager.result(request.match_info["job_id"], owner=owner_of(request))
+    if request["querystring"]["format"] == "qupath":
+        return web.json_response(feature_to_qupath(feature), content_type="application/geo+json")
+    return web.json_response(dict(feature), content_type="application/geo+json")
+
+
+@docs(
+    tags=TAG,
+    summary="Cancel a job",
+    description="A Pending job is cancelled at once; a Running one stops at its next progress report.",
+    responses={404: {"schema": ErrorSchema}},
+)
+@response_schema(JobSchema, 202)
+async def cancel_job(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    job = await manager.cancel(request.match_info["job_id"], owner=owner_of(request))
+    return web.json_response(present_job(job), status=202)

@@ -1,0 +1,59 @@
+"""The original API, kept for existing clients: same paths, fields and status spellings.
+
+What changed: real HTTP status codes (404 for an unknown job, 4xx for an
+invalid submission, which creates no job) instead of 200 with a code inside.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apispec import docs, json_schema, response_schema
+
+from primaa.api.jobs import owner_of
+from primaa.api.present import legacy_status
+from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema
+from primaa.appkeys import MANAGER
+from primaa.jobs.errors import JobNotFound
+from primaa.jobs.manager import JobRequest
+
+TAG = ["original API"]
+
+
+@docs(
+    tags=TAG,
+    summary="Submit a job (original API)",
+    responses={
+        400: {"schema": ErrorSchema},
+        422: {"schema": ErrorSchema},
+        429: {"schema": ErrorSchema},
+    },
+)
+@json_schema(LegacySubmissionSchema)
+@response_schema(LegacyStatusSchema, 200)
+async def submit(request: web.Request) -> web.Response:
+    body = request["json"]
+    job = await request.app[MANAGER].submit(
+        JobRequest(
+            algorithm=body["algorithm_name"],
+            parameters=body["parameters"],
+            image_url=body["image_url"],
+            callback_url=body["callback_url"],
+            callback_token=body["callback_token"],
+        ),
+        owner=owner_of(request),
+    )
+    return web.json_response(legacy_status(job))
+
+
+@docs(tags=TAG, summary="Job status (original API)")
+@response_schema(LegacyStatusSchema, 200)
+@response_schema(LegacyStatusSchema, 404, description="Unknown job: status `NotFound`")
+async def status(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    try:
+        job = await request.app[MANAGER].get(job_id, owner=owner_of(request))
+    except JobNotFound as exc:
+        return web.json_response(
+            {"code": 404, "job_id": job_id, "status": "NotFound", "error": str(exc)}, status=404
+        )
+    return web.json_response(legacy_status(job))

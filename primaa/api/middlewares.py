@@ -1,0 +1,126 @@
+"""Request id and canonical log line, errors as JSON, and input validation from the docs' schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import marshmallow
+import structlog
+from aiohttp import web
+
+from primaa.api.errors import ApiError, error_response, from_http_exception, from_job_error
+from primaa.appkeys import METRICS
+from primaa.jobs.errors import JobError
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = "request_id"
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, time the request, count it, and log one line for it."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(request.method, route, str(status)).inc()
+        metrics.http_duration.labels(request.method, route).observe(elapsed)
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            ms=round(elapsed * 1000, 2),
+        )
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into the JSON error shape; a bug becomes a logged 500, never a crash."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err, request.get(REQUEST_ID))
+    except JobError as exc:
+        return error_response(from_job_error(exc), request.get(REQUEST_ID))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(from_http_exception(exc), request.get(REQUEST_ID))
+    except Exception:
+        log.exception("request_failed")
+        return error_response(
+            ApiError(500, "internal_error", "internal error; see the service log"),
+            request.get(REQUEST_ID),
+        )
+
+
+@web.middleware
+async def validate_input(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Load the JSON body and query string with the schemas the view is documented with.
+
+    The aiohttp-apispec decorators are the single source: what OpenAPI shows is
+    what is enforced. Results go to ``request["json"]`` and ``request["querystring"]``.
+    """
+    for spec in getattr(request.match_info.handler, "__schemas__", ()):
+        location = (spec["locations"] or ["json"])[0]
+        schema: marshmallow.Schema = spec["schema"]
+        if location == "json":
+            if request.content_type == "multipart/form-data":
+                continue
+            request["json"] = _load(schema, await read_json(request), "body")
+        elif location == "querystring":
+            query = {key: request.query.getone(key) for key in request.query}
+            request["querystring"] = _load(schema, query, "query")
+    return await handler(request)
+
+
+async def read_json(request: web.Request) -> Any:
+    if not request.can_read_body:
+        raise ApiError(400, "invalid_json", "the request has no body; expected a JSON object")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _load(schema: marshmallow.Schema, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ApiError(
+            400 if where == "body" else 422,
+            "invalid_json",
+            f"the {where} must be a JSON object, got {type(data).__name__}",
+        )
+    try:
+        return schema.load(data)
+    except marshmallow.ValidationError as exc:
+        messages = exc.normalized_messages()
+        fields = ", ".join(sorted(messages)) if isinstance(messages, dict) else where
+        raise ApiError(
+            422,
+            "validation_error",
+            f"invalid {where}: {fields}",
+            messages if isinstance(messages, dict) else {"_schema": messages},
+        ) from None

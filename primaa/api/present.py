@@ -1,0 +1,65 @@
+"""Domain values as JSON for the API: times in ISO 8601, never a token."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+from primaa.jobs.model import Delivery, Job
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
+
+
+def present_callback(deliveries: Sequence[Delivery]) -> dict[str, Any] | None:
+    """The latest delivery of a job (a redelivery supersedes the first)."""
+    if not deliveries:
+        return None
+    delivery = max(deliveries, key=lambda d: d.created_at)
+    return {
+        "url": delivery.url,
+        "delivery_id": delivery.delivery_id,
+        "state": str(delivery.status),
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "Pending" else None,
+        "attempts": [
+            {
+                "at": iso(a.at),
+                "status_code": a.status_code,
+                "error": a.error,
+                "duration": round(a.duration, 4),
+            }
+            for a in delivery.attempts
+        ],
+    }
+
+
+def present_job(job: Job, deliveries: Sequence[Delivery] | None = None) -> dict[str, Any]:
+    base = f"/jobs/{job.job_id}"
+    body: dict[str, Any] = {
+        "job_id": job.job_id,
+        "status": str(job.status),
+        "algorithm_name": job.algorithm,
+        "parameters": dict(job.parameters),
+        "image_url": job.image_url,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "timeout": job.timeout,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "links": {"self": base, "result": f"{base}/result", "cancel": f"{base}/cancel"},
+    }
+    if deliveries is not None:
+        body["callback"] = present_callback(deliveries)
+    return body
+
+
+def legacy_status(job: Job, code: int = 200) -> dict[str, Any]:
+    return {"code": code, "job_id": job.job_id, "status": str(job.status), "error": job.error}

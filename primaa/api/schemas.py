@@ -1,0 +1,172 @@
+"""Request and response schemas: they validate input and document the API in OpenAPI."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+
+from primaa.jobs.model import DeliveryStatus, JobStatus
+
+STATUSES = [s.value for s in JobStatus]
+_url = {"schemes": {"http", "https"}, "require_tld": False}
+
+
+class ErrorSchema(Schema):
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
+    error = fields.String(required=True, metadata={"description": "What went wrong, in words."})
+    type = fields.String(required=True, metadata={"description": "Stable machine-readable kind."})
+    details = fields.Dict(metadata={"description": "Per-field messages, when there are any."})
+    request_id = fields.String()
+
+
+class JobSubmissionSchema(Schema):
+    """``POST /jobs`` as JSON (for uploads, the same fields as multipart form parts + ``image``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    image_url = fields.Url(required=True, **_url, metadata={"description": "http(s) URL of the image."})
+    algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    parameters = fields.Dict(
+        keys=fields.String(),
+        load_default=dict,
+        metadata={"description": "Algorithm parameters; see GET /algorithms/{name}."},
+    )
+    callback_url = fields.Url(
+        load_default=None, allow_none=True, **_url,
+        metadata={"description": "Receives the result Feature (or the failure) by POST."},
+    )
+    callback_token = fields.String(
+        load_default=None, allow_none=True, load_only=True,
+        validate=validate.Length(max=4096),
+        metadata={"description": "Sent back as `Authorization: Bearer <token>`; never shown."},
+    )
+    timeout = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=1),
+        metadata={"description": "Time limit in seconds (bounded by the server maximum)."},
+    )
+
+
+class LegacySubmissionSchema(Schema):
+    """The original ``POST /job-submission`` body; unknown fields are ignored as they were."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    image_url = fields.Url(required=True, **_url)
+    algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    callback_url = fields.Url(load_default=None, allow_none=True, **_url)
+    callback_token = fields.String(load_default=None, allow_none=True, load_only=True)
+    parameters = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class LegacyStatusSchema(Schema):
+    code = fields.Integer(required=True)
+    job_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([*STATUSES, "NotFound"]))
+    error = fields.String(allow_none=True)
+
+
+class DeliveryAttemptSchema(Schema):
+    at = fields.String(metadata={"description": "ISO 8601 time of the attempt."})
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    duration = fields.Float()
+
+
+class CallbackSchema(Schema):
+    url = fields.String()
+    delivery_id = fields.String(metadata={"description": "Same on every retry (webhook-id)."})
+    state = fields.String(validate=validate.OneOf([s.value for s in DeliveryStatus]))
+    next_attempt_at = fields.String(allow_none=True)
+    attempts = fields.List(fields.Nested(DeliveryAttemptSchema))
+
+
+class JobLinksSchema(Schema):
+    self = fields.String()
+    result = fields.String()
+    cancel = fields.String()
+
+
+class JobSchema(Schema):
+    job_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    algorithm_name = fields.String(required=True)
+    parameters = fields.Dict()
+    image_url = fields.String(allow_none=True)
+    progress = fields.Float(metadata={"description": "0 to 100."})
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+    cancel_requested = fields.Boolean()
+    timeout = fields.Float(allow_none=True)
+    created_at = fields.String()
+    updated_at = fields.String()
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    callback = fields.Nested(CallbackSchema, allow_none=True)
+    links = fields.Nested(JobLinksSchema)
+
+
+class JobPageSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class JobListQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    algorithm_name = fields.String()
+    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class ResultQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    format = fields.String(
+        load_default="geojson",
+        validate=validate.OneOf(["geojson", "qupath"]),
+        metadata={"description": "`geojson`: one Feature; `qupath`: a FeatureCollection QuPath imports."},
+    )
+
+
+class FeatureSchema(Schema):
+    type = fields.String(required=True)
+    geometry = fields.Dict(allow_none=True)
+    properties = fields.Dict()
+    features = fields.List(fields.Dict())
+
+
+class AlgorithmSummarySchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String()
+    summary = fields.String()
+    plugin = fields.String()
+    cpu_bound = fields.Boolean()
+
+
+class BrokenPluginSchema(Schema):
+    name = fields.String()
+    error = fields.String()
+
+
+class AlgorithmListSchema(Schema):
+    algorithms = fields.List(fields.Nested(AlgorithmSummarySchema))
+    broken_plugins = fields.List(fields.Nested(BrokenPluginSchema))
+
+
+class AlgorithmDetailSchema(AlgorithmSummarySchema):
+    description = fields.String()
+    default_timeout = fields.Float(allow_none=True)
+    parameters = fields.Dict(metadata={"description": "JSON Schema of the parameters."})
+
+
+class HealthSchema(Schema):
+    status = fields.String(validate=validate.OneOf(["ok", "degraded", "unavailable"]))
+    version = fields.String()
+    algorithms = fields.List(fields.String())
+    broken_plugins = fields.List(fields.Nested(BrokenPluginSchema))
+    store = fields.String()
+    workers = fields.Integer()

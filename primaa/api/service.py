@@ -1,0 +1,60 @@
+"""Operational endpoints: health, metrics, and the API's own documentation."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apispec import docs, response_schema
+
+from primaa import __version__
+from primaa.api.algorithms import broken_plugins
+from primaa.api.openapi import swagger_page
+from primaa.api.schemas import HealthSchema
+from primaa.appkeys import METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
+
+TAG = ["service"]
+STATIC_URL = "/docs/static"
+
+
+@docs(tags=TAG, summary="Liveness and readiness", responses={503: {"schema": HealthSchema}})
+@response_schema(HealthSchema, 200)
+async def health(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    store_state = "ok"
+    try:
+        await request.app[STORE].count_by_status()
+    except Exception as exc:
+        store_state = f"error: {type(exc).__name__}"
+    status = "ok" if store_state == "ok" and not registry.broken else "degraded"
+    if store_state != "ok":
+        status = "unavailable"
+    body = {
+        "status": status,
+        "version": __version__,
+        "algorithms": registry.names(),
+        "broken_plugins": broken_plugins(registry),
+        "store": store_state,
+        "workers": request.app[SETTINGS].worker_count,
+    }
+    return web.json_response(body, status=503 if status == "unavailable" else 200)
+
+
+@docs(
+    tags=TAG,
+    summary="Prometheus metrics",
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
+async def metrics(request: web.Request) -> web.Response:
+    collected = request.app[METRICS]
+    collected.set_job_counts(await request.app[STORE].count_by_status())
+    return web.Response(
+        body=collected.render(), content_type="text/plain", charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+async def swagger_ui(request: web.Request) -> web.Response:
+    return web.Response(text=swagger_page("/openapi.json", STATIC_URL), content_type="text/html")

@@ -1,0 +1,173 @@
+"""``create_app(settings)``: wires the service together. Nothing global; every resource
+(store, process pool, HTTP client, background loops) is opened and closed in
+``cleanup_ctx``, and background tasks are cancelled and awaited on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from primaa import __version__
+from primaa.api.middlewares import errors_as_json, request_context, validate_input
+from primaa.api.openapi import build_openapi
+from primaa.api.routes import add_routes
+from primaa.appkeys import (
+    CLIENT_SESSION,
+    MANAGER,
+    METRICS,
+    OPENAPI,
+    OUTBOX,
+    REGISTRY,
+    SETTINGS,
+    STORE,
+    URL_GUARD,
+)
+from primaa.config import Settings
+from primaa.execution.pool import ProcessPoolRunner
+from primaa.imaging.fetch import ImageFetcher
+from primaa.imaging.urlguard import UrlGuard, make_connector
+from primaa.jobs.manager import JobManager, ManagerPolicy
+from primaa.metrics import Metrics
+from primaa.plugins.registry import AlgorithmRegistry, load_registry
+from primaa.store.factory import open_store_from_url
+from primaa.store.protocol import JobStore
+from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.webhooks.retry import RetryPolicy
+from primaa.webhooks.signing import decode_secret
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: AlgorithmRegistry | None = None,
+    store: JobStore | None = None,
+) -> web.Application:
+    """Build the application; ``registry`` and ``store`` may be injected (tests, embedding)."""
+    app = web.Application(
+        middlewares=[request_context, errors_as_json, validate_input],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry or load_registry(disabled=settings.disabled_plugins)
+    app[METRICS] = Metrics()
+    app[URL_GUARD] = UrlGuard(settings.allow_private_urls, settings.allowed_networks)
+    app[STORE] = store or open_store_from_url(settings.resolved_database_url)
+    add_routes(app)
+    app[OPENAPI] = build_openapi(app, app[REGISTRY], __version__)
+    app.cleanup_ctx.extend([_store_ctx, _http_ctx, _jobs_ctx])
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    await app[STORE].open()
+    yield
+    await app[STORE].close()
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One client session for image fetches and callbacks, behind the URL guard."""
+    settings = app[SETTINGS]
+    guard = app[URL_GUARD]
+    connector = make_connector(guard, limit=100, limit_per_host=16)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        app[CLIENT_SESSION] = session
+        yield
+
+
+async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The process pool, the job manager and the outbox, with their background loops."""
+    settings = app[SETTINGS]
+    session = app[CLIENT_SESSION]
+    store = app[STORE]
+    guard = app[URL_GUARD]
+    runner = ProcessPoolRunner(
+        workers=settings.worker_count,
+        cancel_dir=settings.spool_dir / "cancel",
+        max_pixels=settings.max_image_pixels,
+        disabled_plugins=settings.disabled_plugins,
+        log_format="json" if settings.log_format == "auto" else settings.log_format,
+        log_level=settings.log_level,
+    )
+    runner.start()
+    sender = WebhookSender(
+        session,
+        timeout=settings.webhook_timeout,
+        signing_key=decode_secret(settings.webhook_secret) if settings.webhook_secret else None,
+        check_url=guard.check_url,
+    )
+    outbox = Outbox(store, sender, RetryPolicy(schedule=settings.webhook_retry_schedule))
+    outbox.on_attempt(lambda _d, _a, status: app[METRICS].webhook_attempts.labels(str(status)).inc())
+    fetcher = ImageFetcher(
+        session,
+        guard,
+        spool_dir=settings.spool_dir,
+        max_bytes=settings.max_image_bytes,
+        connect_timeout=settings.fetch_connect_timeout,
+        read_timeout=settings.fetch_read_timeout,
+        total_timeout=settings.fetch_total_timeout,
+    )
+    manager = JobManager(
+        store=store,
+        registry=app[REGISTRY],
+        executor=runner,
+        images=fetcher,
+        notifier=outbox,
+        metrics=app[METRICS],
+        policy=ManagerPolicy(
+            cpu_slots=settings.worker_count,
+            io_slots=settings.io_concurrency,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+            job_timeout=settings.job_timeout,
+            max_job_timeout=settings.max_job_timeout,
+            max_unfinished=settings.max_unfinished_jobs,
+            max_image_pixels=settings.max_image_pixels,
+            spool_dir=settings.spool_dir,
+        ),
+        check_url=guard.check_url,
+    )
+    app[MANAGER] = manager
+    app[OUTBOX] = outbox
+    await manager.recover()
+    tasks = [
+        _supervised("dispatcher", manager.run),
+        _supervised("housekeeping", manager.housekeeping),
+        _supervised("outbox", outbox.run),
+    ]
+    log.info("service_started", workers=runner.workers, algorithms=app[REGISTRY].names())
+    try:
+        yield
+    finally:
+        await manager.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.close()
+
+
+def _supervised(name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+    """Run a background loop; if it crashes, log it and start it again after a pause."""
+
+    async def guard() -> None:
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background_loop_crashed", loop=name)
+                await asyncio.sleep(1.0)
+
+    return asyncio.create_task(guard(), name=f"primaa-{name}")

@@ -1,0 +1,185 @@
+"""``primaa serve | algorithms | run``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import marshmallow
+
+from primaa.config import ConfigError, Settings, load_settings
+from primaa.logging import configure_logging
+from primaa.plugins.algorithm import AlgorithmResult, AnyAlgorithm, AsyncAlgorithm
+from primaa.plugins.registry import AlgorithmRegistry, DuplicateAlgorithm, load_registry
+from primaa.results.feature import make_feature
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            args.config,
+            overrides={
+                "host": getattr(args, "host", None),
+                "port": getattr(args, "port", None),
+                "data_dir": getattr(args, "data_dir", None),
+                "workers": getattr(args, "workers", None),
+            },
+        )
+        configure_logging(settings.log_format, settings.log_level)
+        registry = load_registry(disabled=settings.disabled_plugins)
+    except (ConfigError, DuplicateAlgorithm) as exc:
+        print(f"primaa: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    command: str = args.command
+    if command == "serve":
+        return _serve(settings, registry)
+    if command == "algorithms":
+        return _algorithms(registry, as_json=args.json)
+    return _run(settings, registry, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="primaa", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--config", type=Path, help="TOML file overriding config/default.toml")
+        return sub
+
+    serve = with_config(commands.add_parser("serve", help="run the HTTP service"))
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--data-dir", type=Path, help="where the database and spool live")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+
+    listing = with_config(commands.add_parser("algorithms", help="list installed algorithms"))
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+
+    run = with_config(commands.add_parser("run", help="run an algorithm on local images"))
+    run.add_argument("algorithm")
+    run.add_argument("images", nargs="+", type=Path)
+    run.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="algorithm parameter; VALUE is read as JSON when it parses, else as text",
+    )
+    run.add_argument("--out", type=Path, help="write DIR/<image stem>.geojson per image")
+    run.add_argument("--format", choices=["geojson", "qupath"], default="geojson")
+    return parser
+
+
+def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
+    from aiohttp import web
+
+    from primaa.app import create_app
+
+    app = create_app(settings, registry=registry)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    return 0
+
+
+def _algorithms(registry: AlgorithmRegistry, *, as_json: bool) -> int:
+    rows = [
+        {
+            "name": entry.algorithm.name,
+            "version": entry.algorithm.version,
+            "summary": entry.algorithm.summary,
+            "plugin": entry.plugin,
+            "cpu_bound": entry.algorithm.cpu_bound,
+        }
+        for entry in registry.algorithms.values()
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        for row in rows:
+            print(f"{row['name']:<{width}}  {row['version']:<8}  [{row['plugin']}]  {row['summary']}")
+    for broken in registry.broken:
+        print(f"broken plugin {broken.name!r}: {broken.error}", file=sys.stderr)
+    return 0
+
+
+def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespace) -> int:
+    from primaa.imaging.decode import ImageDecodeError, decode_image
+    from primaa.results.qupath import feature_to_qupath
+
+    algorithm = registry.get(args.algorithm)
+    if algorithm is None:
+        print(
+            f"primaa: unknown algorithm {args.algorithm!r}; installed: {', '.join(registry.names())}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        parameters = algorithm.Parameters().load(_parse_params(args.param))
+    except (ValueError, marshmallow.ValidationError) as exc:
+        detail = exc.messages if isinstance(exc, marshmallow.ValidationError) else exc
+        print(f"primaa: invalid parameters: {detail}", file=sys.stderr)
+        return EXIT_USAGE
+    if len(args.images) > 1 and args.out is None:
+        print("primaa: give --out DIR when running on several images", file=sys.stderr)
+        return EXIT_USAGE
+    failures = 0
+    for path in args.images:
+        try:
+            image = decode_image(path, max_pixels=settings.max_image_pixels)
+        except (OSError, ImageDecodeError) as exc:
+            print(f"primaa: {path}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        result = _call(algorithm, image, parameters, label=path.name)
+        feature = make_feature(
+            {
+                "job_id": None,
+                "algorithm_name": algorithm.name,
+                "image_url": path.resolve().as_uri(),
+                "status": "Completed",
+            },
+            result,
+        )
+        document = feature_to_qupath(feature) if args.format == "qupath" else feature
+        text = json.dumps(document)
+        if args.out is None:
+            print(text)
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"{path.stem}.geojson").write_text(text)
+            print(f"{path} -> {args.out / (path.stem + '.geojson')}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param takes NAME=VALUE, got {pair!r}")
+        try:
+            parameters[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            parameters[name] = raw
+    return parameters
+
+
+def _call(
+    algorithm: AnyAlgorithm, image: Any, parameters: Mapping[str, Any], *, label: str
+) -> AlgorithmResult:
+    def progress(fraction: float) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{label}: {fraction * 100:5.1f} %", end="", file=sys.stderr)
+
+    if isinstance(algorithm, AsyncAlgorithm):
+        return asyncio.run(algorithm.run(image, parameters, progress))
+    return algorithm.run(image, parameters, progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Settings: defaults from ``config/default.toml``, then a ``--config`` file, then ``PRIMAA_*``.
+
+One field, one TOML key, one environment variable (``data_dir`` is
+``PRIMAA_DATA_DIR``), so the README table is the whole story. Values are
+checked at start-up; a bad one stops the service with a message naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PRIMAA_"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service can be told. See README's configuration table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Where the SQLite database and the image spool live.
+    data_dir: Path = Path("data")
+    #: SQLAlchemy URL of the job store; empty means SQLite in ``data_dir``.
+    database_url: str = ""
+    #: Worker processes for CPU-bound algorithms; 0 means one per CPU.
+    workers: int = 0
+    #: How many I/O-bound algorithm calls may run at once on the event loop.
+    io_concurrency: int = 16
+    #: Refuse image and callback URLs that resolve to non-public addresses unless true.
+    allow_private_urls: bool = False
+    #: CIDRs exempt from that refusal, e.g. an internal image server.
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    #: Largest JSON request body.
+    max_body_bytes: int = 1_048_576
+    #: Largest image, downloaded or uploaded.
+    max_image_bytes: int = 1_073_741_824
+    #: Largest decoded image; bigger ones fail before decoding (decompression bombs).
+    max_image_pixels: int = 400_000_000
+    fetch_connect_timeout: float = 10.0
+    fetch_read_timeout: float = 60.0
+    fetch_total_timeout: float = 900.0
+    #: How long a dispatcher holds a Running job without renewing its lease.
+    lease_seconds: float = 30.0
+    #: Runs of one job (first run plus retries after a lost worker or lease).
+    max_attempts: int = 3
+    #: Time limit of a job when neither the job nor its algorithm sets one.
+    job_timeout: float = 3600.0
+    #: No job may ask for more than this.
+    max_job_timeout: float = 86400.0
+    #: Submissions beyond this many unfinished jobs get 429.
+    max_unfinished_jobs: int = 100_000
+    webhook_timeout: float = 10.0
+    #: Seconds between callback attempts after the first (Standard Webhooks' schedule).
+    webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    #: ``whsec_``-prefixed base64 key; when set, callbacks carry Standard Webhooks signatures.
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    #: ``auto`` (console on a terminal, JSON otherwise), ``json`` or ``console``.
+    log_format: str = "auto"
+    log_level: str = "info"
+    #: Entry-point names of plugins not to load.
+    disabled_plugins: tuple[str, ...] = ()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'primaa.sqlite3'}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def evolve(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then ``config_file``, then ``PRIMAA_*`` from ``env``, then ``overrides`` (CLI)."""
+    values: dict[str, Any] = {}
+    for path in (DEFAULT_CONFIG, config_file):
+        if path is not None and path.exists():
+            values.update(_read_toml(path))
+        elif path is not None:
+            raise ConfigError(f"config file {path} does not exist")
+    environ = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name in fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, raw, source=ENV_PREFIX + name.upper())
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    checked = {
+        name: _coerce(name, value, source=name) for name, value in values.items()
+    }
+    settings = Settings(**checked)
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    known = {f.name for f in dataclasses.fields(Settings)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+    return data
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_network(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+_SCALARS: dict[type, Callable[[str], Any]] = {
+    bool: _parse_bool,
+    int: int,
+    float: float,
+    str: str,
+    Path: Path,
+    ipaddress.IPv4Network: _parse_network,
+}
+
+
+def _coerce(name: str, value: Any, *, source: str) -> Any:
+    """Turn a TOML value or an environment string into the field's type."""
+    hint = typing.get_type_hints(Settings)[name]
+    try:
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            item_type = typing.get_args(hint)[0]
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(_scalar(item_type, item) for item in items if str(item).strip() != "")
+        return _scalar(hint, value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _scalar(hint: Any, value: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _parse_network(str(value))
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint in (int, float) and isinstance(value, bool):
+        raise TypeError(f"expected a number, got {value!r}")
+    if hint is int and isinstance(value, float) and not value.is_integer():
+        raise TypeError(f"expected an integer, got {value!r}")
+    if hint is int:
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    if isinstance(value, hint):
+        return value
+    if not isinstance(value, str | int | float):
+        raise TypeError(f"expected {hint.__name__}, got {value!r}")
+    return _SCALARS[hint](str(value) if hint is not float else value)
+
+
+def _validate(settings: Settings) -> None:
+    def require(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+
+    require(0 < settings.port < 65536, "port", f"must be 1-65535, got {settings.port}")
+    require(settings.workers >= 0, "workers", "must be 0 (one per CPU) or more")
+    require(settings.io_concurrency >= 1, "io_concurrency", "must be at least 1")
+    for key in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_unfinished_jobs"):
+        require(getattr(settings, key) > 0, key, "must be positive")
+    for key in (
+        "fetch_connect_timeout",
+        "fetch_read_timeout",
+        "fetch_total_timeout",
+        "lease_seconds",
+        "job_timeout",
+        "max_job_timeout",
+        "webhook_timeout",
+    ):
+        require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
+    require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
+    require(
+        all(delay >= 0 for delay in settings.webhook_retry_schedule),
+        "webhook_retry_schedule",
+        "delays must not be negative",
+    )
+    require(
+        settings.log_format in {"auto", "json", "console"},
+        "log_format",
+        f"must be auto, json or console, got {settings.log_format!r}",
+    )
+    require(
+        settings.log_level.lower() in {"debug", "info", "warning", "error", "critical"},
+        "log_level",
+        f"unknown level {settings.log_level!r}",
+    )
+    require(
+        not settings.webhook_secret or settings.webhook_secret.startswith("whsec_"),
+        "webhook_secret",
+        "must start with whsec_ followed by a base64 key",
+    )

@@ -1,0 +1,58 @@
+"""Domain errors the API translates to HTTP; each message is safe to show a client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from primaa.jobs.model import JobStatus
+
+
+class JobError(Exception):
+    """Base of errors a client caused or can act on."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class UnknownAlgorithm(JobError):
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        super().__init__(
+            f"unknown algorithm {name!r}; available: {', '.join(available) or 'none'}"
+        )
+        self.name = name
+        self.available = list(available)
+
+
+class InvalidParameters(JobError):
+    def __init__(self, algorithm: str, messages: Mapping[str, Any]) -> None:
+        super().__init__(f"invalid parameters for {algorithm!r}")
+        self.messages = dict(messages)
+
+
+class InvalidRequest(JobError):
+    """A submission field is wrong in a way its schema cannot see (URL refused, timeout too long)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ResultNotReady(JobError):
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        message = {
+            JobStatus.FAILED: "failed and has no result",
+            JobStatus.CANCELLED: "was cancelled and has no result",
+        }.get(status, f"is {status} and has no result yet")
+        super().__init__(f"job {job_id} {message}")
+        self.status = status
+
+
+class TooManyJobs(JobError):
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"{limit} jobs are already waiting or running; try again later")
+        self.retry_after = retry_after

@@ -1,0 +1,480 @@
+"""The job manager: the only place that decides what happens to a job.
+
+It validates submissions, hands Pending jobs to the executor as capacity frees
+up, renews its leases, and writes every final state once (shielded from
+cancellation, with the callback delivery in the same store write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import marshmallow
+import structlog
+
+from primaa.imaging.decode import ImageDecodeError, decode_image
+from primaa.imaging.fetch import FetchError
+from primaa.jobs.errors import (
+    InvalidParameters,
+    InvalidRequest,
+    JobNotFound,
+    ResultNotReady,
+    TooManyJobs,
+    UnknownAlgorithm,
+)
+from primaa.jobs.model import Delivery, Job, JobStatus, new_id
+from primaa.jobs.ports import CpuExecutor, ImageSource, Notifier, WorkerLost
+from primaa.metrics import Metrics
+from primaa.plugins.algorithm import (
+    AlgorithmResult,
+    AnyAlgorithm,
+    AsyncAlgorithm,
+    JobCancelled,
+)
+from primaa.plugins.registry import AlgorithmRegistry
+from primaa.results.feature import failure_feature, result_feature
+from primaa.store.protocol import JobPage, JobStore, Requeued, StaleJob
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated-by-schema submission, before the manager's own checks."""
+
+    algorithm: str
+    parameters: Mapping[str, Any]
+    image_url: str | None = None
+    image_path: Path | None = None
+    callback_url: str | None = None
+    callback_token: str | None = None
+    timeout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ManagerPolicy:
+    """The knobs of the manager, taken from Settings in app.py."""
+
+    cpu_slots: int
+    io_slots: int
+    lease_seconds: float
+    max_attempts: int
+    job_timeout: float
+    max_job_timeout: float
+    max_unfinished: int
+    max_image_pixels: int
+    spool_dir: Path
+    #: How often leases are renewed, progress flushed and expired leases swept.
+    housekeeping_interval: float = 1.0
+
+
+@dataclasses.dataclass(slots=True)
+class _Active:
+    """A job this process is running."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    stage: str = "starting"
+    cancel_requested: bool = False
+    progress: float = 0.0
+    progress_dirty: bool = False
+
+
+class JobManager:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        registry: AlgorithmRegistry,
+        executor: CpuExecutor,
+        images: ImageSource,
+        notifier: Notifier,
+        metrics: Metrics,
+        policy: ManagerPolicy,
+        check_url: Callable[[str], object] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self._executor = executor
+        self._images = images
+        self._notifier = notifier
+        self._metrics = metrics
+        self._policy = policy
+        self._check_url = check_url
+        self._clock = clock
+        self.instance_id = f"primaa-{uuid.uuid4().hex[:12]}"
+        self._active: dict[str, _Active] = {}
+        self._wakeup = asyncio.Event()
+        self._cpu = asyncio.Semaphore(policy.cpu_slots)
+        self._io = asyncio.Semaphore(policy.io_slots)
+        self._capacity = 2 * policy.cpu_slots + policy.io_slots
+        self._unfinished_estimate = 0
+        self._unfinished_checked_at = float("-inf")
+        self._closing = False
+        executor.on_progress(self._on_progress)
+
+    # -- client-facing operations ---------------------------------------------------------
+
+    def algorithm(self, name: str) -> AnyAlgorithm:
+        algorithm = self.registry.get(name)
+        if algorithm is None:
+            raise UnknownAlgorithm(name, self.registry.names())
+        return algorithm
+
+    async def submit(self, request: JobRequest, *, owner: str | None = None) -> Job:
+        algorithm = self.algorithm(request.algorithm)
+        try:
+            parameters = algorithm.Parameters().load(dict(request.parameters))
+        except marshmallow.ValidationError as exc:
+            raise InvalidParameters(algorithm.name, _messages(exc)) from None
+        if request.timeout is not None and request.timeout > self._policy.max_job_timeout:
+            raise InvalidRequest(
+                "timeout", f"must not exceed {self._policy.max_job_timeout:g} s on this server"
+            )
+        for field, url in (("image_url", request.image_url), ("callback_url", request.callback_url)):
+            if url is not None and self._check_url is not None:
+                try:
+                    self._check_url(url)
+                except ValueError as exc:
+                    raise InvalidRequest(field, str(exc)) from None
+        await self._check_capacity()
+        now = self._clock()
+        job = Job(
+            job_id=new_id(),
+            algorithm=algorithm.name,
+            parameters=parameters,
+            image_url=request.image_url,
+            image_path=str(request.image_path) if request.image_path else None,
+            callback_url=request.callback_url,
+            callback_token=request.callback_token,
+            owner=owner,
+            timeout=request.timeout,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create(job)
+        self._unfinished_estimate += 1
+        self._wakeup.set()
+        log.info("job_submitted", job_id=job.job_id, algorithm=job.algorithm)
+        return job
+
+    async def _check_capacity(self) -> None:
+        """429 beyond the limit; the store count is refreshed at most once a second."""
+        now = self._clock()
+        if now - self._unfinished_checked_at > 1.0:
+            counts = await self.store.count_by_status()
+            self._unfinished_estimate = sum(
+                n for (_, status), n in counts.items() if not status.is_terminal
+            )
+            self._unfinished_checked_at = now
+        if self._unfinished_estimate >= self._policy.max_unfinished:
+            raise TooManyJobs(self._policy.max_unfinished, retry_after=5)
+
+    async def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        job = await self.store.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise JobNotFound(job_id)
+        active = self._active.get(job_id)
+        if active is not None and job.status is JobStatus.RUNNING:
+            job = job.evolve(progress=max(job.progress, active.progress))
+        return job
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        algorithm: str | None = None,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        return await self.store.list(
+            status=status, algorithm=algorithm, owner=owner, cursor=cursor, limit=limit
+        )
+
+    async def result(self, job_id: str, *, owner: str | None = None) -> Mapping[str, Any]:
+        job = await self.get(job_id, owner=owner)
+        if job.status is not JobStatus.COMPLETED:
+            raise ResultNotReady(job_id, job.status)
+        result = await self.store.get_result(job_id)
+        if result is None:
+            raise ResultNotReady(job_id, job.status)
+        return result
+
+    async def deliveries(self, job_id: str, *, owner: str | None = None) -> list[Delivery]:
+        await self.get(job_id, owner=owner)
+        return await self.store.deliveries_for(job_id)
+
+    async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        """Cancel at once when Pending; when Running, stop at the next progress report."""
+        job = await self.get(job_id, owner=owner)
+        if job.status is JobStatus.PENDING:
+            with contextlib.suppress(StaleJob):
+                return await self._finish(
+                    job, JobStatus.CANCELLED, expected=JobStatus.PENDING, error="cancelled"
+                )
+            job = await self.get(job_id, owner=owner)
+        if job.status is JobStatus.RUNNING:
+            job = await self.store.request_cancel(job_id) or job
+            self._cancel_local(job_id)
+        return job
+
+    def _cancel_local(self, job_id: str) -> None:
+        active = self._active.get(job_id)
+        if active is None:
+            return
+        active.cancel_requested = True
+        self._executor.cancel(job_id)
+        if active.stage == "fetching" and active.task is not None:
+            active.task.cancel()
+
+    # -- the dispatcher ----------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """At start-up, hand back the jobs a previous run of an exclusive store left Running."""
+        if self.store.exclusive:
+            outcome = await self.store.requeue_expired(
+                now=float("inf"), max_attempts=self._policy.max_attempts
+            )
+            await self._after_requeue(outcome)
+
+    async def run(self) -> None:
+        """Claim Pending jobs while there is capacity; sleep until woken or polled."""
+        while not self._closing:
+            self._wakeup.clear()
+            free = self._capacity - len(self._active)
+            claimed: list[Job] = []
+            if free > 0:
+                claimed = await self.store.claim(
+                    owner=self.instance_id,
+                    lease_seconds=self._policy.lease_seconds,
+                    limit=free,
+                    now=self._clock(),
+                )
+                for job in claimed:
+                    self._start(job)
+            if len(claimed) < free or free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._policy.housekeeping_interval)
+
+    def _start(self, job: Job) -> None:
+        active = _Active(job=job, cancel_requested=job.cancel_requested)
+        self._active[job.job_id] = active
+        active.task = asyncio.create_task(self._execute(active), name=f"job-{job.job_id}")
+
+    async def housekeeping(self) -> None:
+        """Renew leases, flush progress, and requeue jobs whose lease expired elsewhere."""
+        last_renewal = self._clock()
+        while True:
+            await asyncio.sleep(self._policy.housekeeping_interval)
+            now = self._clock()
+            for job_id, active in list(self._active.items()):
+                if active.progress_dirty:
+                    active.progress_dirty = False
+                    await self.store.set_progress(job_id, active.progress)
+            if now - last_renewal >= self._policy.lease_seconds / 3:
+                last_renewal = now
+                if self._active:
+                    await self.store.renew(
+                        list(self._active),
+                        owner=self.instance_id,
+                        lease_seconds=self._policy.lease_seconds,
+                        now=now,
+                    )
+                outcome = await self.store.requeue_expired(
+                    now=now, max_attempts=self._policy.max_attempts
+                )
+                await self._after_requeue(outcome)
+
+    async def _after_requeue(self, outcome: Requeued) -> None:
+        """Call back the jobs the store ended while sweeping expired leases."""
+        for job in (*outcome.failed, *outcome.cancelled):
+            log.warning("job_lease_lost", job_id=job.job_id, status=str(job.status))
+            self._metrics.jobs_finished.labels(job.algorithm, str(job.status)).inc()
+            if job.callback_url:
+                await self.store.add_delivery(self._delivery(job, failure_feature(job)))
+                self._notifier.wake()
+        if outcome.retried:
+            log.info("jobs_requeued", count=len(outcome.retried))
+            self._wakeup.set()
+
+    def _on_progress(self, job_id: str, pct: float) -> None:
+        active = self._active.get(job_id)
+        if active is not None and pct > active.progress:
+            active.progress = pct
+            active.progress_dirty = True
+
+    async def close(self) -> None:
+        """Stop the running jobs of this process and hand them back as Pending."""
+        self._closing = True
+        self._wakeup.set()
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        for job_id in list(self._active):
+            self._executor.cancel(job_id)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one job -------------------------------------------------------------------------------
+
+    async def _execute(self, active: _Active) -> None:
+        job = active.job
+        structlog.contextvars.bind_contextvars(job_id=job.job_id)
+        try:
+            if active.cancel_requested:
+                raise JobCancelled(job.job_id)
+            algorithm = self.algorithm(job.algorithm)
+            self._executor.forget(job.job_id)
+            active.stage = "fetching"
+            image_path = await self._image_path(job)
+            active.stage = "running"
+            limit = min(
+                job.timeout or algorithm.default_timeout or self._policy.job_timeout,
+                self._policy.max_job_timeout,
+            )
+            try:
+                async with asyncio.timeout(limit):
+                    result = await self._run_algorithm(active, algorithm, image_path)
+            except TimeoutError:
+                self._executor.cancel(job.job_id)
+                raise _TimedOut(limit) from None
+            await self._finish(job, JobStatus.COMPLETED, result=result)
+        except asyncio.CancelledError:
+            if active.cancel_requested and not self._closing:
+                await self._finish(job, JobStatus.CANCELLED, error="cancelled")
+            else:
+                await self._release(job)
+                raise
+        except JobCancelled:
+            await self._finish(job, JobStatus.CANCELLED, error="cancelled")
+        except WorkerLost as exc:
+            if job.attempts < self._policy.max_attempts:
+                await self._retry(job, reason=str(exc))
+            else:
+                await self._finish(
+                    job, JobStatus.FAILED, error=f"{exc} (after {job.attempts} attempts)"
+                )
+        except Exception as exc:
+            await self._finish(job, JobStatus.FAILED, error=_describe(exc))
+        finally:
+            self._active.pop(job.job_id, None)
+            self._wakeup.set()
+
+    async def _image_path(self, job: Job) -> Path:
+        if job.image_path is not None:
+            return Path(job.image_path)
+        if job.image_url is None:
+            raise ValueError("the job has neither an image URL nor an uploaded image")
+        return await self._images.fetch(job.image_url, job.job_id)
+
+    async def _run_algorithm(
+        self, active: _Active, algorithm: AnyAlgorithm, image_path: Path
+    ) -> AlgorithmResult:
+        job = active.job
+        if isinstance(algorithm, AsyncAlgorithm):
+            async with self._io:
+                image = await asyncio.to_thread(
+                    decode_image, image_path, max_pixels=self._policy.max_image_pixels
+                )
+
+                def progress(fraction: float) -> None:
+                    if active.cancel_requested:
+                        raise JobCancelled(job.job_id)
+                    self._on_progress(job.job_id, round(min(max(fraction, 0.0), 1.0) * 100, 1))
+
+                return await algorithm.run(image, job.parameters, progress)
+        async with self._cpu:
+            return await self._executor.run(job.job_id, job.algorithm, image_path, job.parameters)
+
+    async def _finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        expected: JobStatus = JobStatus.RUNNING,
+        result: AlgorithmResult | None = None,
+        error: str | None = None,
+    ) -> Job:
+        """Write the final state once, with its callback, whatever cancels the caller."""
+        final = job.moved_to(status, now=self._clock(), error=error)
+        feature = result_feature(final, result) if result is not None else None
+        delivery = None
+        if final.callback_url:
+            delivery = self._delivery(final, feature or failure_feature(final))
+        await asyncio.shield(
+            self.store.finish(final, expected=expected, result=feature, delivery=delivery)
+        )
+        self._cleanup_spool(final)
+        self._unfinished_estimate = max(0, self._unfinished_estimate - 1)
+        self._metrics.jobs_finished.labels(final.algorithm, str(status)).inc()
+        seconds = (final.finished_at or 0.0) - (final.started_at or final.created_at)
+        self._metrics.job_duration.labels(final.algorithm, str(status)).observe(seconds)
+        if delivery is not None:
+            self._notifier.wake()
+        log.info(
+            "job_" + str(status).lower(),
+            job_id=final.job_id,
+            algorithm=final.algorithm,
+            attempts=final.attempts,
+            error=error,
+            seconds=round(seconds, 3),
+        )
+        return final
+
+    def _delivery(self, job: Job, payload: Mapping[str, Any]) -> Delivery:
+        assert job.callback_url is not None
+        return Delivery(
+            delivery_id="msg_" + uuid.uuid4().hex,
+            job_id=job.job_id,
+            url=job.callback_url,
+            payload=payload,
+            token=job.callback_token,
+            next_attempt_at=self._clock(),
+        )
+
+    async def _retry(self, job: Job, *, reason: str) -> None:
+        log.warning("job_error_retry", job_id=job.job_id, attempts=job.attempts, error=reason)
+        with contextlib.suppress(StaleJob):
+            await asyncio.shield(
+                self.store.finish(job.moved_to(JobStatus.PENDING), expected=JobStatus.RUNNING)
+            )
+
+    async def _release(self, job: Job) -> None:
+        """Hand a job back on shutdown without counting the interrupted attempt."""
+        released = job.moved_to(JobStatus.PENDING, attempts=max(job.attempts - 1, 0))
+        with contextlib.suppress(StaleJob):
+            await asyncio.shield(self.store.finish(released, expected=JobStatus.RUNNING))
+        log.info("job_released", job_id=job.job_id)
+
+    def _cleanup_spool(self, job: Job) -> None:
+        """Spooled images are kept for retries and removed once the job is final."""
+        if job.image_path is not None:
+            Path(job.image_path).unlink(missing_ok=True)
+        if job.image_url is not None:
+            (self._policy.spool_dir / f"{job.job_id}.img").unlink(missing_ok=True)
+        self._executor.forget(job.job_id)
+
+
+class _TimedOut(Exception):
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"timed out after {limit:g} s")
+
+
+def _describe(exc: BaseException) -> str:
+    """A client-safe message: ours as they are, an algorithm's bug with its exception type."""
+    if isinstance(exc, ImageDecodeError | FetchError | _TimedOut | UnknownAlgorithm):
+        return str(exc)
+    return f"the algorithm failed: {type(exc).__name__}: {exc}"
+
+
+def _messages(exc: marshmallow.ValidationError) -> dict[str, Any]:
+    messages = exc.normalized_messages()
+    return messages if isinstance(messages, dict) else {"_schema": messages}
