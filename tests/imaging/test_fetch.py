@@ -32,6 +32,7 @@ def _encoded(fmt: str) -> bytes:
 PNG = _encoded("PNG")
 JPEG = _encoded("JPEG")
 HANG_SECONDS = 5.0
+BLOB = bytes(range(256)) * (14 * 1024 + 3)  # about 3.5 MiB: several 1 MiB spool flushes
 
 
 async def _hang(request: web.Request) -> web.Response:
@@ -85,6 +86,7 @@ def _app() -> web.Application:
     app.router.add_get("/jpeg", _static(JPEG, "image/jpeg"))
     app.router.add_get("/html", _static(b"<!doctype html><p>login</p>", "text/html"))
     app.router.add_get("/empty", _static(b""))
+    app.router.add_get("/blob", _static(BLOB))
     app.router.add_get("/big", _static(b"x" * (MAX_BYTES + 1)))
     app.router.add_get("/chunked-big", _chunked_big)
     app.router.add_get("/hang", _hang)
@@ -141,6 +143,22 @@ async def test_fetch_images(
     assert result == tmp_path / "job-1.img"
     assert result.read_bytes() == body
     assert not (tmp_path / "job-1.img.part").exists()
+
+
+async def test_multi_megabyte_body_is_spooled_intact(
+    guard: UrlGuard, server: BaseTestServer, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession(connector=make_connector(guard)) as session:
+        fetcher = ImageFetcher(
+            session,
+            guard,
+            spool_dir=tmp_path,
+            max_bytes=len(BLOB),
+            connect_timeout=1.0,
+            read_timeout=1.0,
+        )
+        result = await fetcher.fetch(_url(server, "/blob"), "job-5")
+    assert result.read_bytes() == BLOB
 
 
 async def _refused(fetcher: ImageFetcher, url: str, match: str, tmp_path: Path) -> str:
