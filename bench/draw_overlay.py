@@ -31,7 +31,7 @@ from primaa.plugins.registry import load_registry
 DEV_IMAGES = Path("/work/shared/data/nuclei-dev")
 OUTLINE = (0, 200, 60)
 HOLE = (255, 120, 0)
-POINT = (30, 60, 230)
+POINT = (255, 220, 0)
 
 
 def composite_tile(
@@ -49,7 +49,8 @@ def composite_tile(
             tissue[top : top + h, left : left + w] = crop[:h, :w]
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    noise = ndimage.gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), size / 40)
+    coarse = ndimage.gaussian_filter(rng.standard_normal((256, 256)).astype(np.float32), 6.4)
+    noise = ndimage.zoom(coarse, size / 256, order=1)[:size, :size]
     noise /= np.abs(noise).max()
     wobble = 0.04 * noise
     big = ((xx - 0.38) / 0.28) ** 2 + ((yy - 0.42) / 0.33) ** 2 + wobble < 1.0
@@ -81,25 +82,39 @@ def draw(
     regions: AlgorithmResult,
     points: AlgorithmResult | None,
     max_size: int,
+    colors: int = 0,
 ) -> Image.Image:
-    """Outlines at full resolution coordinates, drawn on a copy scaled to ``max_size``."""
+    """Outlines over a copy scaled to ``max_size``; with ``colors``, a palette PNG.
+
+    The photo is quantised before drawing and the pen colours get palette
+    entries of their own, so thin outlines keep their exact colour.
+    """
     canvas = Image.fromarray(image, "RGB")
     scale = min(1.0, max_size / max(canvas.size))
     if scale < 1.0:
         canvas = canvas.resize((round(canvas.width * scale), round(canvas.height * scale)))
+    pens: dict[str, Any] = {"outline": OUTLINE, "hole": HOLE, "point": POINT}
+    if colors:
+        canvas = canvas.quantize(colors - len(pens), dither=Image.Dither.NONE)
+        palette = canvas.getpalette() or []
+        for offset, (key, rgb) in enumerate(list(pens.items())):
+            index = colors - len(pens) + offset
+            palette[3 * index : 3 * index + 3] = rgb
+            pens[key] = index
+        canvas.putpalette(palette)
     pen = ImageDraw.Draw(canvas)
-    width = max(2, round(3 * max(canvas.size) / 1024))
+    width = max(3, round(4 * max(canvas.size) / 1024))
     for polygon in shape(regions.geometry).geoms if regions.geometry else []:
         exterior = [(x * scale, y * scale) for x, y in polygon.exterior.coords]
-        pen.line(exterior, fill=OUTLINE, width=width, joint="curve")
+        pen.line(exterior, fill=pens["outline"], width=width, joint="curve")
         for interior in polygon.interiors:
             ring = [(x * scale, y * scale) for x, y in interior.coords]
-            pen.line(ring, fill=HOLE, width=width, joint="curve")
+            pen.line(ring, fill=pens["hole"], width=width, joint="curve")
     if points is not None and points.geometry:
-        radius = max(2.0, 3 * scale)
+        radius = max(3.0, 4 * scale)
         for x, y in points.geometry["coordinates"]:
-            cx, cy = x * scale, y * scale
-            pen.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=POINT)
+            box = (x * scale - radius, y * scale - radius, x * scale + radius, y * scale + radius)
+            pen.ellipse(box, outline=pens["point"], width=max(1, width - 1))
     return canvas
 
 
@@ -123,6 +138,9 @@ def main() -> None:
     parser.add_argument("--points", action="store_true", help="also draw poi_detection points")
     parser.add_argument("--params", default="{}", help="roi_detection parameters as JSON")
     parser.add_argument("--max-size", type=int, default=1024, help="longest side of the PNG")
+    parser.add_argument(
+        "--colors", type=int, default=0, help="palette size for a small PNG (0: full colour)"
+    )
     args = parser.parse_args()
 
     truth = None
@@ -136,7 +154,7 @@ def main() -> None:
     regions = run("roi_detection", image, json.loads(args.params))
     elapsed = time.perf_counter() - started
     points = run("poi_detection", image, {}) if args.points else None
-    draw(image, regions, points, args.max_size).save(args.out, optimize=True)
+    draw(image, regions, points, args.max_size, args.colors).save(args.out, optimize=True)
 
     report = {k: round(v, 4) for k, v in regions.measurements.items()}
     report["seconds"] = round(elapsed, 3)
