@@ -77,7 +77,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     """One client session for image fetches and callbacks, behind the URL guard."""
-    settings = app[SETTINGS]
+    app[SETTINGS]
     guard = app[URL_GUARD]
     connector = make_connector(guard, limit=100, limit_per_host=16)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
@@ -107,7 +107,9 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         check_url=guard.check_url,
     )
     outbox = Outbox(store, sender, RetryPolicy(schedule=settings.webhook_retry_schedule))
-    outbox.on_attempt(lambda _d, _a, status: app[METRICS].webhook_attempts.labels(str(status)).inc())
+    outbox.on_attempt(
+        lambda _d, _a, status: app[METRICS].webhook_attempts.labels(str(status)).inc()
+    )
     fetcher = ImageFetcher(
         session,
         guard,

@@ -67,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("algorithm")
     run.add_argument("images", nargs="+", type=Path)
     run.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="algorithm parameter; VALUE is read as JSON when it parses, else as text",
     )
     run.add_argument("--out", type=Path, help="write DIR/<image stem>.geojson per image")
@@ -99,9 +102,11 @@ def _algorithms(registry: AlgorithmRegistry, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        width = max((len(r["name"]) for r in rows), default=4)
+        width = max((len(str(r["name"])) for r in rows), default=4)
         for row in rows:
-            print(f"{row['name']:<{width}}  {row['version']:<8}  [{row['plugin']}]  {row['summary']}")
+            print(
+                f"{row['name']:<{width}}  {row['version']:<8}  [{row['plugin']}]  {row['summary']}"
+            )
     for broken in registry.broken:
         print(f"broken plugin {broken.name!r}: {broken.error}", file=sys.stderr)
     return 0
@@ -113,10 +118,8 @@ def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespa
 
     algorithm = registry.get(args.algorithm)
     if algorithm is None:
-        print(
-            f"primaa: unknown algorithm {args.algorithm!r}; installed: {', '.join(registry.names())}",
-            file=sys.stderr,
-        )
+        installed = ", ".join(registry.names())
+        print(f"primaa: unknown algorithm {args.algorithm!r}; have: {installed}", file=sys.stderr)
         return EXIT_USAGE
     try:
         parameters = algorithm.Parameters().load(_parse_params(args.param))

@@ -112,9 +112,7 @@ def load_settings(
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = value
-    checked = {
-        name: _coerce(name, value, source=name) for name, value in values.items()
-    }
+    checked = {name: _coerce(name, value, source=name) for name, value in values.items()}
     settings = Settings(**checked)
     _validate(settings)
     return settings
@@ -182,9 +180,11 @@ def _scalar(hint: Any, value: Any) -> Any:
         return int(str(value).strip()) if isinstance(value, str) else int(value)
     if isinstance(value, hint):
         return value
-    if not isinstance(value, str | int | float):
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, str):
         raise TypeError(f"expected {hint.__name__}, got {value!r}")
-    return _SCALARS[hint](str(value) if hint is not float else value)
+    return _SCALARS[hint](value)
 
 
 def _validate(settings: Settings) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, response_schema
 
+from primaa.api.apidoc import docs, response_schema
 from primaa.api.errors import ApiError
 from primaa.api.openapi import parameters_json_schema
 from primaa.api.schemas import AlgorithmDetailSchema, AlgorithmListSchema, ErrorSchema
@@ -53,7 +53,11 @@ async def list_algorithms(request: web.Request) -> web.Response:
     )
 
 
-@docs(tags=TAG, summary="One algorithm and its parameter schema", responses={404: {"schema": ErrorSchema}})
+@docs(
+    tags=TAG,
+    summary="One algorithm and its parameter schema",
+    responses={404: {"schema": ErrorSchema}},
+)
 @response_schema(AlgorithmDetailSchema, 200)
 async def get_algorithm(request: web.Request) -> web.Response:
     name = request.match_info["name"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import marshmallow
 from aiohttp import web
 
 from primaa.jobs.errors import (
@@ -15,6 +16,7 @@ from primaa.jobs.errors import (
     ResultNotReady,
     TooManyJobs,
     UnknownAlgorithm,
+    schema_messages,
 )
 
 
@@ -37,13 +39,23 @@ class ApiError(Exception):
         self.headers = dict(headers) if headers else None
 
 
+def validation_error(exc: marshmallow.ValidationError, where: str) -> ApiError:
+    """422 naming the fields that failed, with each field's messages in ``details``."""
+    messages = schema_messages(exc)
+    return ApiError(
+        422, "validation_error", f"invalid {where}: {', '.join(sorted(messages))}", messages
+    )
+
+
 def from_job_error(exc: JobError) -> ApiError:
     """The HTTP form of a domain error."""
     if isinstance(exc, JobNotFound):
         return ApiError(404, "not_found", str(exc))
     if isinstance(exc, UnknownAlgorithm):
         return ApiError(
-            422, "unknown_algorithm", str(exc),
+            422,
+            "unknown_algorithm",
+            str(exc),
             {"algorithm_name": [str(exc)], "available": exc.available},
         )
     if isinstance(exc, InvalidParameters):

@@ -9,9 +9,9 @@ from typing import Any
 
 import marshmallow
 from aiohttp import BodyPartReader, web
-from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
 
-from primaa.api.errors import ApiError
+from primaa.api.apidoc import docs, json_schema, querystring_schema, response_schema
+from primaa.api.errors import ApiError, validation_error
 from primaa.api.present import present_job
 from primaa.api.schemas import (
     ErrorSchema,
@@ -126,23 +126,23 @@ async def _upload_request(request: web.Request) -> JobRequest:
             elif part.name:
                 fields[part.name] = await part.text()
         if image_path is None:
-            raise ApiError(422, "validation_error", "missing the `image` part", {"image": ["required"]})
+            raise ApiError(
+                422, "validation_error", "missing the `image` part", {"image": ["required"]}
+            )
         if "parameters" in fields:
             try:
                 fields["parameters"] = json.loads(fields["parameters"])
             except json.JSONDecodeError:
                 raise ApiError(
-                    422, "validation_error", "`parameters` is not JSON",
+                    422,
+                    "validation_error",
+                    "`parameters` is not JSON",
                     {"parameters": ["must be a JSON object"]},
                 ) from None
         try:
             data = _UploadFields().load(fields)
         except marshmallow.ValidationError as exc:
-            messages = exc.normalized_messages()
-            raise ApiError(
-                422, "validation_error", "invalid form fields",
-                messages if isinstance(messages, dict) else None,
-            ) from None
+            raise validation_error(exc, "form fields") from None
     except BaseException:
         if image_path is not None:
             image_path.unlink(missing_ok=True)
@@ -183,8 +183,7 @@ async def get_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job_id = request.match_info["job_id"]
     job = await manager.get(job_id, owner=owner_of(request))
-    deliveries = await manager.store.deliveries_for(job_id) if job.callback_url else []
-    return web.json_response(present_job(job, deliveries))
+    return web.json_response(present_job(job, await manager.deliveries(job)))
 
 
 @docs(
@@ -208,7 +207,7 @@ async def get_result(request: web.Request) -> web.Response:
 @docs(
     tags=TAG,
     summary="Cancel a job",
-    description="A Pending job is cancelled at once; a Running one stops at its next progress report.",
+    description="A Pending job is cancelled at once; a Running one at its next progress report.",
     responses={404: {"schema": ErrorSchema}},
 )
 @response_schema(JobSchema, 202)

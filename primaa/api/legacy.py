@@ -7,8 +7,8 @@ invalid submission, which creates no job) instead of 200 with a code inside.
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp_apispec import docs, json_schema, response_schema
 
+from primaa.api.apidoc import docs, json_schema, response_schema
 from primaa.api.jobs import owner_of
 from primaa.api.present import legacy_status
 from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema

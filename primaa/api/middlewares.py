@@ -1,4 +1,4 @@
-"""Request id and canonical log line, errors as JSON, and input validation from the docs' schemas."""
+"""Request id and one log line per request, errors as JSON, input validated by the docs' schemas."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ import marshmallow
 import structlog
 from aiohttp import web
 
-from primaa.api.errors import ApiError, error_response, from_http_exception, from_job_error
+from primaa.api.errors import (
+    ApiError,
+    error_response,
+    from_http_exception,
+    from_job_error,
+    validation_error,
+)
 from primaa.appkeys import METRICS
 from primaa.jobs.errors import JobError
 
@@ -116,11 +122,4 @@ def _load(schema: marshmallow.Schema, data: Any, where: str) -> Any:
     try:
         return schema.load(data)
     except marshmallow.ValidationError as exc:
-        messages = exc.normalized_messages()
-        fields = ", ".join(sorted(messages)) if isinstance(messages, dict) else where
-        raise ApiError(
-            422,
-            "validation_error",
-            f"invalid {where}: {fields}",
-            messages if isinstance(messages, dict) else {"_schema": messages},
-        ) from None
+        raise validation_error(exc, where) from None

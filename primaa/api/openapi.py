@@ -45,13 +45,15 @@ def parameters_json_schema(schema: type[marshmallow.Schema]) -> dict[str, Any]:
     """The JSON Schema of an algorithm's parameters (for ``GET /algorithms/{name}``)."""
     plugin = MarshmallowPlugin(schema_name_resolver=lambda _: None)
     APISpec(title="-", version="-", openapi_version="3.0.3", plugins=[plugin])
-    converted: dict[str, Any] = plugin.converter.schema2jsonschema(schema)
+    converted: dict[str, Any] = {**plugin.converter.schema2jsonschema(schema)}
     if getattr(getattr(schema, "Meta", None), "unknown", marshmallow.RAISE) == marshmallow.RAISE:
         converted["additionalProperties"] = False
     return converted
 
 
-def build_openapi(app: web.Application, registry: AlgorithmRegistry, version: str) -> dict[str, Any]:
+def build_openapi(
+    app: web.Application, registry: AlgorithmRegistry, version: str
+) -> dict[str, Any]:
     spec = _new_spec("primaa", version)
     spec.options["info"] = {
         "description": "Image-analysis jobs for digital pathology. Algorithms come from plugins.",
@@ -69,7 +71,7 @@ def build_openapi(app: web.Application, registry: AlgorithmRegistry, version: st
             continue
         path = resource.canonical
         spec.path(path=path, operations={route.method.lower(): _operation(handler, meta, path)})
-    document = spec.to_dict()
+    document: dict[str, Any] = spec.to_dict()
     _describe_algorithms(document, registry, parameter_refs)
     return document
 

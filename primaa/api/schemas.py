@@ -7,7 +7,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 from primaa.jobs.model import DeliveryStatus, JobStatus
 
 STATUSES = [s.value for s in JobStatus]
-_url = {"schemes": {"http", "https"}, "require_tld": False}
+HTTP_SCHEMES = {"http", "https"}
 
 
 class ErrorSchema(Schema):
@@ -24,7 +24,12 @@ class JobSubmissionSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    image_url = fields.Url(required=True, **_url, metadata={"description": "http(s) URL of the image."})
+    image_url = fields.Url(
+        required=True,
+        schemes=HTTP_SCHEMES,
+        require_tld=False,
+        metadata={"description": "http(s) URL of the image."},
+    )
     algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     parameters = fields.Dict(
         keys=fields.String(),
@@ -32,16 +37,23 @@ class JobSubmissionSchema(Schema):
         metadata={"description": "Algorithm parameters; see GET /algorithms/{name}."},
     )
     callback_url = fields.Url(
-        load_default=None, allow_none=True, **_url,
+        load_default=None,
+        allow_none=True,
+        schemes=HTTP_SCHEMES,
+        require_tld=False,
         metadata={"description": "Receives the result Feature (or the failure) by POST."},
     )
     callback_token = fields.String(
-        load_default=None, allow_none=True, load_only=True,
+        load_default=None,
+        allow_none=True,
+        load_only=True,
         validate=validate.Length(max=4096),
         metadata={"description": "Sent back as `Authorization: Bearer <token>`; never shown."},
     )
     timeout = fields.Float(
-        load_default=None, allow_none=True, validate=validate.Range(min=1),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1),
         metadata={"description": "Time limit in seconds (bounded by the server maximum)."},
     )
 
@@ -52,9 +64,11 @@ class LegacySubmissionSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    image_url = fields.Url(required=True, **_url)
+    image_url = fields.Url(required=True, schemes=HTTP_SCHEMES, require_tld=False)
     algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    callback_url = fields.Url(load_default=None, allow_none=True, **_url)
+    callback_url = fields.Url(
+        load_default=None, allow_none=True, schemes=HTTP_SCHEMES, require_tld=False
+    )
     callback_token = fields.String(load_default=None, allow_none=True, load_only=True)
     parameters = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -128,7 +142,9 @@ class ResultQuerySchema(Schema):
     format = fields.String(
         load_default="geojson",
         validate=validate.OneOf(["geojson", "qupath"]),
-        metadata={"description": "`geojson`: one Feature; `qupath`: a FeatureCollection QuPath imports."},
+        metadata={
+            "description": "`geojson`: one Feature; `qupath`: a FeatureCollection QuPath imports."
+        },
     )
 
 

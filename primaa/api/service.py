@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp_apispec import docs, response_schema
 
 from primaa import __version__
 from primaa.api.algorithms import broken_plugins
+from primaa.api.apidoc import docs, response_schema
 from primaa.api.openapi import swagger_page
 from primaa.api.schemas import HealthSchema
 from primaa.appkeys import METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
@@ -47,7 +47,9 @@ async def metrics(request: web.Request) -> web.Response:
     collected = request.app[METRICS]
     collected.set_job_counts(await request.app[STORE].count_by_status())
     return web.Response(
-        body=collected.render(), content_type="text/plain", charset="utf-8",
+        body=collected.render(),
+        content_type="text/plain",
+        charset="utf-8",
         headers={"Cache-Control": "no-store"},
     )
 

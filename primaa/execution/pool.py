@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import threading
 from collections.abc import Callable, Mapping
@@ -20,7 +21,14 @@ from typing import Any
 
 import structlog
 
-from primaa.execution.worker import WorkerEvent, WorkRequest, cancel_flag, initialize, run_job
+from primaa.execution.worker import (
+    EventQueue,
+    WorkerEvent,
+    WorkRequest,
+    cancel_flag,
+    initialize,
+    run_job,
+)
 from primaa.jobs.ports import WorkerLost
 from primaa.plugins.algorithm import AlgorithmResult
 
@@ -45,7 +53,7 @@ class ProcessPoolRunner:
         self._cancel_dir = cancel_dir
         self._initargs = (str(cancel_dir), disabled_plugins, log_format, log_level)
         self._context = multiprocessing.get_context("spawn")
-        self._events: multiprocessing.queues.Queue[WorkerEvent | None] = self._context.Queue()
+        self._events: EventQueue = self._context.Queue()
         self._pool: ProcessPoolExecutor | None = None
         self._reader: threading.Thread | None = None
         self._progress_sinks: list[ProgressSink] = []
@@ -66,8 +74,7 @@ class ProcessPoolRunner:
         return ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=self._context,
-            initializer=initialize,
-            initargs=(self._events, *self._initargs),
+            initializer=functools.partial(initialize, self._events, *self._initargs),
         )
 
     def _read_events(self, loop: asyncio.AbstractEventLoop) -> None:

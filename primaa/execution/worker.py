@@ -22,14 +22,16 @@ from primaa.logging import configure_logging
 from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 
-#: Messages from workers to the service: ("started", job_id, pid) and ("progress", job_id, pct).
+#: Messages from workers to the service: ("started", job_id, pid) and ("progress", job_id, pct);
+#: ``None`` tells the reader thread to stop.
 WorkerEvent = tuple[str, str, float]
+EventQueue = Queue[WorkerEvent | None]
 
 #: Least time between two progress messages of one job.
 PROGRESS_INTERVAL = 0.2
 
 _registry: AlgorithmRegistry | None = None
-_events: Queue[WorkerEvent] | None = None
+_events: EventQueue | None = None
 _cancel_dir: Path | None = None
 
 
@@ -46,7 +48,7 @@ class WorkRequest:
 
 
 def initialize(
-    events: Queue[WorkerEvent],
+    events: EventQueue,
     cancel_dir: str,
     disabled_plugins: tuple[str, ...],
     log_format: str,
@@ -68,7 +70,7 @@ def cancel_flag(cancel_dir: Path, job_id: str) -> Path:
 class WorkerProgress:
     """Sends throttled progress to the service and notices cancellation."""
 
-    def __init__(self, job_id: str, events: Queue[WorkerEvent] | None, flag: Path) -> None:
+    def __init__(self, job_id: str, events: EventQueue | None, flag: Path) -> None:
         self._job_id = job_id
         self._events = events
         self._flag = flag

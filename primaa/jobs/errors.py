@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import marshmallow
+
 from primaa.jobs.model import JobStatus
+
+
+def schema_messages(exc: marshmallow.ValidationError) -> dict[str, Any]:
+    """A schema's error messages, always keyed by field (``_schema`` for whole-object errors)."""
+    return exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
 
 
 class JobError(Exception):
@@ -20,9 +27,7 @@ class JobNotFound(JobError):
 
 class UnknownAlgorithm(JobError):
     def __init__(self, name: str, available: Sequence[str]) -> None:
-        super().__init__(
-            f"unknown algorithm {name!r}; available: {', '.join(available) or 'none'}"
-        )
+        super().__init__(f"unknown algorithm {name!r}; available: {', '.join(available) or 'none'}")
         self.name = name
         self.available = list(available)
 
@@ -34,7 +39,7 @@ class InvalidParameters(JobError):
 
 
 class InvalidRequest(JobError):
-    """A submission field is wrong in a way its schema cannot see (URL refused, timeout too long)."""
+    """A field is wrong in a way its schema cannot see (URL refused, timeout too long)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

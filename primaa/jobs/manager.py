@@ -8,6 +8,7 @@ cancellation, with the callback delivery in the same store write).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import time
@@ -28,6 +29,7 @@ from primaa.jobs.errors import (
     ResultNotReady,
     TooManyJobs,
     UnknownAlgorithm,
+    schema_messages,
 )
 from primaa.jobs.model import Delivery, Job, JobStatus, new_id
 from primaa.jobs.ports import CpuExecutor, ImageSource, Notifier, WorkerLost
@@ -134,12 +136,15 @@ class JobManager:
         try:
             parameters = algorithm.Parameters().load(dict(request.parameters))
         except marshmallow.ValidationError as exc:
-            raise InvalidParameters(algorithm.name, _messages(exc)) from None
+            raise InvalidParameters(algorithm.name, schema_messages(exc)) from None
         if request.timeout is not None and request.timeout > self._policy.max_job_timeout:
             raise InvalidRequest(
                 "timeout", f"must not exceed {self._policy.max_job_timeout:g} s on this server"
             )
-        for field, url in (("image_url", request.image_url), ("callback_url", request.callback_url)):
+        for field, url in (
+            ("image_url", request.image_url),
+            ("callback_url", request.callback_url),
+        ):
             if url is not None and self._check_url is not None:
                 try:
                     self._check_url(url)
@@ -209,9 +214,9 @@ class JobManager:
             raise ResultNotReady(job_id, job.status)
         return result
 
-    async def deliveries(self, job_id: str, *, owner: str | None = None) -> list[Delivery]:
-        await self.get(job_id, owner=owner)
-        return await self.store.deliveries_for(job_id)
+    async def deliveries(self, job: Job) -> builtins.list[Delivery]:
+        """The callback deliveries of a job the caller already read (and may see)."""
+        return await self.store.deliveries_for(job.job_id) if job.callback_url else []
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel at once when Pending; when Running, stop at the next progress report."""
@@ -473,8 +478,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ImageDecodeError | FetchError | _TimedOut | UnknownAlgorithm):
         return str(exc)
     return f"the algorithm failed: {type(exc).__name__}: {exc}"
-
-
-def _messages(exc: marshmallow.ValidationError) -> dict[str, Any]:
-    messages = exc.normalized_messages()
-    return messages if isinstance(messages, dict) else {"_schema": messages}

@@ -97,7 +97,7 @@ class Job:
     #: Who holds the job while it is Running, and until when.
     lease_owner: str | None = None
     lease_expires_at: float | None = None
-    #: Set when a client asked to cancel a running job; the worker stops at its next progress report.
+    #: A client asked to cancel this Running job; it stops at its next progress report.
     cancel_requested: bool = False
 
     def evolve(self, **changes: Any) -> Job:

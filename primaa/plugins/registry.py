@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
+from typing import cast
 
 import pluggy
 import structlog
 
 from primaa.plugins import hookspecs
-from primaa.plugins.algorithm import AnyAlgorithm, BaseAlgorithm
+from primaa.plugins.algorithm import Algorithm, AnyAlgorithm, AsyncAlgorithm
 
 log = structlog.get_logger(__name__)
 
@@ -92,9 +93,8 @@ def load_registry(
     algorithms: dict[str, RegisteredAlgorithm] = {}
     for impl in pm.hook.primaa_algorithms.get_hookimpls():
         try:
-            provided = list(impl.function())
-            for algorithm in provided:
-                _check_algorithm(algorithm)
+            hook = cast(Callable[[], Iterable[object]], impl.function)
+            provided = [_checked(algorithm) for algorithm in hook()]
         except Exception as exc:
             broken.append(_broken(impl.plugin_name, exc))
             continue
@@ -109,12 +109,13 @@ def load_registry(
     return AlgorithmRegistry(dict(sorted(algorithms.items())), tuple(broken))
 
 
-def _check_algorithm(algorithm: object) -> None:
-    if not isinstance(algorithm, BaseAlgorithm):
+def _checked(algorithm: object) -> AnyAlgorithm:
+    if not isinstance(algorithm, Algorithm | AsyncAlgorithm):
         raise TypeError(f"{algorithm!r} is not a primaa Algorithm or AsyncAlgorithm")
     for attribute in ("name", "version", "summary"):
         if not isinstance(getattr(algorithm, attribute, None), str):
             raise TypeError(f"{type(algorithm).__name__} lacks a string {attribute!r}")
+    return algorithm
 
 
 def _broken(name: str, exc: BaseException) -> BrokenPlugin:

@@ -8,6 +8,7 @@ each attempt. A restart resumes where the last run left off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -115,10 +116,8 @@ class Outbox:
             if due:
                 await asyncio.gather(*(self.deliver(d) for d in due))
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
 
     async def deliver(self, delivery: Delivery) -> DeliveryStatus:
         attempt = await self._sender.send(delivery)
