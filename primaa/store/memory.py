@@ -62,9 +62,9 @@ def check_limit(limit: int) -> None:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
 
 
-def expired_error(attempts: int) -> str:
-    """The error of a job failed by :meth:`requeue_expired`, shared so both stores agree."""
-    return f"gave up after {attempts} attempts: the job's lease expired each time"
+#: The error of a job that :meth:`MemoryStore.requeue_expired` failed; ``{}`` is its
+#: number of attempts. Shared so that the SQL store, which builds it in SQL, agrees.
+EXPIRED_ERROR = "gave up after {} attempts: the job's lease expired each time"
 
 
 def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,7 +159,7 @@ class MemoryStore:
                 self._jobs[job.job_id] = stopped
                 cancelled.append(stopped)
             elif job.attempts >= max_attempts:
-                gone = job.moved_to(JobStatus.FAILED, now, error=expired_error(job.attempts))
+                gone = job.moved_to(JobStatus.FAILED, now, error=EXPIRED_ERROR.format(job.attempts))
                 self._jobs[job.job_id] = gone
                 failed.append(gone)
             else:

@@ -1,0 +1,529 @@
+"""The :class:`~primaa.store.protocol.JobStore` on SQLite or PostgreSQL (SQLAlchemy Core, async).
+
+Every state change is a single ``UPDATE ... WHERE status = <expected>`` whose
+row count (or ``RETURNING``) tells whether this caller won. Every write
+transaction starts with its write, so on SQLite the busy timeout, not a
+``SQLITE_BUSY`` error, is what two writers meet. Statements used on hot paths
+are built once, so each call only binds parameters and hits SQLAlchemy's
+compiled cache.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import pathlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from primaa.jobs.model import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    check_transition,
+)
+from primaa.store.memory import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
+from primaa.store.protocol import JobPage, Requeued, StaleJob
+from primaa.store.tables import deliveries, delivery_attempts, jobs, results
+
+MIGRATIONS_DIR: Final = pathlib.Path(__file__).with_name("migrations")
+
+#: Seconds a SQLite writer waits for another one before giving up.
+SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
+
+#: Arbitrary, fixed key of the PostgreSQL advisory lock that serialises migrations
+#: when several replicas start at once.
+MIGRATION_LOCK_KEY: Final = 0x7072696D6161
+
+_ASYNC_DRIVERS: Final = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> URL:
+    """``url`` with the async driver this store needs (``sqlite://`` → ``sqlite+aiosqlite://``)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in _ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+    driver = _ASYNC_DRIVERS[backend]
+    if parsed.drivername in {backend, "postgres"}:
+        parsed = parsed.set(drivername=driver)
+    elif parsed.drivername != driver:
+        raise ValueError(f"{parsed.drivername} is not an async driver; use {driver}")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _upgrade_schema(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+_PENDING: Final = JobStatus.PENDING.value
+_RUNNING: Final = JobStatus.RUNNING.value
+
+_GET_JOB: Final = sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
+_GET_RESULT: Final = sa.select(results.c.geojson).where(results.c.job_id == sa.bindparam("job_id"))
+_SET_PROGRESS: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
+    .values(progress=sa.bindparam("new_progress"))
+)
+_RENEW: Final = (
+    jobs.update()
+    .where(
+        jobs.c.job_id.in_(sa.bindparam("ids", expanding=True)),
+        jobs.c.status == _RUNNING,
+        jobs.c.lease_owner == sa.bindparam("holder"),
+    )
+    .values(lease_expires_at=sa.bindparam("expires"))
+)
+#: Everything a transition may change; ``parameters`` and ``job_id`` are fixed at creation.
+_FINISH_COLUMNS: Final = tuple(
+    c.name for c in jobs.columns if c.name not in {"job_id", "parameters", "cancel_requested"}
+)
+_FINISH: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == sa.bindparam("expected"))
+    .values(
+        {name: sa.bindparam(f"new_{name}") for name in _FINISH_COLUMNS}
+        # A cancel request that lands while the job is being finished is kept.
+        | {"cancel_requested": sa.or_(jobs.c.cancel_requested, sa.bindparam("cancel"))}
+    )
+)
+_CANCEL: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status.in_([_PENDING, _RUNNING]))
+    .values(
+        status=sa.case((jobs.c.status == _PENDING, JobStatus.CANCELLED.value), else_=jobs.c.status),
+        finished_at=sa.case(
+            (jobs.c.status == _PENDING, sa.bindparam("now")), else_=jobs.c.finished_at
+        ),
+        cancel_requested=sa.case(
+            (jobs.c.status == _RUNNING, sa.true()), else_=jobs.c.cancel_requested
+        ),
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(*jobs.columns)
+)
+_EXPIRED: Final = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < sa.bindparam("now"))
+_LEASE_CLEARED: Final[dict[str, Any]] = {
+    "updated_at": sa.bindparam("now"),
+    "lease_owner": None,
+    "lease_expires_at": None,
+}
+_ERROR_HEAD, _ERROR_TAIL = EXPIRED_ERROR.split("{}")
+_REQUEUE_CANCEL: Final = (
+    jobs.update()
+    .where(_EXPIRED, jobs.c.cancel_requested == sa.true())
+    .values(status=JobStatus.CANCELLED.value, finished_at=sa.bindparam("now"), **_LEASE_CLEARED)
+    .returning(*jobs.columns)
+)
+_REQUEUE_FAIL: Final = (
+    jobs.update()
+    .where(_EXPIRED, jobs.c.attempts >= sa.bindparam("max_attempts"))
+    .values(
+        status=JobStatus.FAILED.value,
+        finished_at=sa.bindparam("now"),
+        error=sa.literal(_ERROR_HEAD) + sa.cast(jobs.c.attempts, sa.String) + _ERROR_TAIL,
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.columns)
+)
+_REQUEUE_RETRY: Final = (
+    jobs.update()
+    .where(_EXPIRED)
+    .values(status=_PENDING, progress=0.0, **_LEASE_CLEARED)
+    .returning(jobs.c.job_id)
+)
+_COUNT: Final = sa.select(jobs.c.algorithm, jobs.c.status, sa.func.count()).group_by(
+    jobs.c.algorithm, jobs.c.status
+)
+_DUE: Final = (
+    sa.select(deliveries)
+    .where(
+        deliveries.c.status == DeliveryStatus.PENDING.value,
+        deliveries.c.next_attempt_at <= sa.bindparam("now"),
+    )
+    .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at, deliveries.c.delivery_id)
+    .limit(sa.bindparam("limit"))
+)
+_FOR_JOB: Final = (
+    sa.select(deliveries)
+    .where(deliveries.c.job_id == sa.bindparam("job_id"))
+    .order_by(deliveries.c.created_at, deliveries.c.delivery_id)
+)
+_ATTEMPTS: Final = (
+    sa.select(delivery_attempts)
+    .where(delivery_attempts.c.delivery_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(delivery_attempts.c.attempt_id)
+)
+_RECORD: Final = (
+    deliveries.update()
+    .where(deliveries.c.delivery_id == sa.bindparam("id"))
+    .values(
+        status=sa.bindparam("new_status"),
+        next_attempt_at=sa.func.coalesce(
+            sa.bindparam("next", type_=sa.Double), deliveries.c.next_attempt_at
+        ),
+    )
+)
+_JOB_EXISTS: Final = sa.select(jobs.c.job_id).where(jobs.c.job_id == sa.bindparam("job_id"))
+
+
+def _claim_statement(dialect: str) -> sa.Update:
+    """Pending → Running for the oldest ``limit`` jobs, in one statement.
+
+    PostgreSQL: a materialised CTE picks the rows once and locks them with
+    ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different jobs instead
+    of queueing on the same ones. (As a plain ``IN (subquery)`` the planner may
+    rescan the subquery per row and claim more than ``limit``.)
+    SQLite: one writer at a time, so the statement alone is atomic.
+    """
+    oldest = (
+        sa.select(jobs.c.job_id)
+        .where(jobs.c.status == _PENDING)
+        .order_by(jobs.c.created_at, jobs.c.job_id)
+        .limit(sa.bindparam("limit"))
+    )
+    update = jobs.update().values(
+        status=_RUNNING,
+        lease_owner=sa.bindparam("lease_to"),
+        lease_expires_at=sa.bindparam("expires"),
+        started_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+        attempts=jobs.c.attempts + 1,
+        progress=0.0,
+    )
+    if dialect == "postgresql":
+        picked = oldest.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        update = update.where(jobs.c.job_id == picked.c.job_id)
+    else:
+        update = update.where(jobs.c.job_id.in_(oldest.scalar_subquery()))
+    return update.where(jobs.c.status == _PENDING).returning(*jobs.columns)
+
+
+def _job_from_row(row: Row[Any]) -> Job:
+    return Job(
+        job_id=row.job_id,
+        algorithm=row.algorithm,
+        parameters=row.parameters,
+        status=JobStatus(row.status),
+        image_url=row.image_url,
+        image_path=row.image_path,
+        callback_url=row.callback_url,
+        callback_token=row.callback_token,
+        owner=row.owner,
+        progress=row.progress,
+        attempts=row.attempts,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        timeout=row.timeout,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        cancel_requested=bool(row.cancel_requested),
+    )
+
+
+def _job_values(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "algorithm": job.algorithm,
+        "parameters": job.parameters,
+        "status": job.status.value,
+        "image_url": job.image_url,
+        "image_path": job.image_path,
+        "callback_url": job.callback_url,
+        "callback_token": job.callback_token,
+        "owner": job.owner,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "error": job.error,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "timeout": job.timeout,
+        "lease_owner": job.lease_owner,
+        "lease_expires_at": job.lease_expires_at,
+        "cancel_requested": job.cancel_requested,
+    }
+
+
+def _delivery_values(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery.delivery_id,
+        "job_id": delivery.job_id,
+        "url": delivery.url,
+        "token": delivery.token,
+        "payload": delivery.payload,
+        "status": delivery.status.value,
+        "next_attempt_at": delivery.next_attempt_at,
+        "created_at": delivery.created_at,
+    }
+
+
+def _attempt_values(delivery_id: str, attempt: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery_id,
+        "at": attempt.at,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "duration": attempt.duration,
+    }
+
+
+class SqlStore:
+    """Jobs in SQLite (one service process) or PostgreSQL (several replicas)."""
+
+    def __init__(self, url: str, *, engine_options: Mapping[str, Any] | None = None) -> None:
+        """``engine_options`` go to :func:`~sqlalchemy.ext.asyncio.create_async_engine`
+        (pool sizes, ``connect_args`` such as a PostgreSQL ``search_path``)."""
+        self.url = async_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.exclusive = self.dialect == "sqlite"
+        if self.exclusive and self.url.database in {None, "", ":memory:"}:
+            raise ValueError("SqlStore needs a SQLite file; use memory:// for a store in memory")
+        self._engine: AsyncEngine = create_async_engine(self.url, **(engine_options or {}))
+        if self.exclusive:
+            sa.event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        self._claim = _claim_statement(self.dialect)
+
+    async def open(self) -> None:
+        if self.exclusive and self.url.database is not None:
+            pathlib.Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        async with self._engine.begin() as conn:
+            await conn.run_sync(_upgrade_schema)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def create(self, job: Job) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(jobs.insert(), _job_values(job))
+        except IntegrityError as exc:
+            raise ValueError(f"job {job.job_id} already exists") from exc
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_GET_JOB, {"job_id": job_id})).first()
+        return None if row is None else _job_from_row(row)
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        algorithm: str | None = None,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        check_limit(limit)
+        query = sa.select(jobs)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if algorithm is not None:
+            query = query.where(jobs.c.algorithm == algorithm)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if cursor is not None:
+            created_at, job_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    jobs.c.created_at < created_at,
+                    sa.and_(jobs.c.created_at == created_at, jobs.c.job_id < job_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        page = [_job_from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].job_id) if more else None
+        return JobPage(jobs=page, next_cursor=next_cursor)
+
+    async def claim(
+        self, *, owner: str, lease_seconds: float, limit: int, now: float
+    ) -> builtins.list[Job]:
+        if limit <= 0:
+            return []
+        params = {"limit": limit, "lease_to": owner, "expires": now + lease_seconds, "now": now}
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(self._claim, params)).all()
+        claimed = [_job_from_row(row) for row in rows]
+        claimed.sort(key=lambda job: (job.created_at, job.job_id))
+        return claimed
+
+    async def renew(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> None:
+        if not job_ids:
+            return
+        params = {"ids": list(job_ids), "holder": owner, "expires": now + lease_seconds}
+        async with self._engine.begin() as conn:
+            await conn.execute(_RENEW, params)
+
+    async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+        async with self._engine.begin() as conn:
+            cancelled = (await conn.execute(_REQUEUE_CANCEL, {"now": now})).all()
+            failed = (
+                await conn.execute(_REQUEUE_FAIL, {"now": now, "max_attempts": max_attempts})
+            ).all()
+            retried = (await conn.execute(_REQUEUE_RETRY, {"now": now})).scalars().all()
+        return Requeued(
+            retried=sorted(retried),
+            failed=[_job_from_row(row) for row in failed],
+            cancelled=[_job_from_row(row) for row in cancelled],
+        )
+
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(_SET_PROGRESS, {"id": job_id, "new_progress": progress})
+
+    async def request_cancel(self, job_id: str) -> Job | None:
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(_CANCEL, {"id": job_id, "now": time.time()})).first()
+            if row is None:
+                row = (await conn.execute(_GET_JOB, {"job_id": job_id})).first()
+        return None if row is None else _job_from_row(row)
+
+    async def finish(
+        self,
+        job: Job,
+        *,
+        expected: JobStatus,
+        result: Mapping[str, Any] | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
+        check_transition(expected, job.status)
+        values = _job_values(job)
+        params = {f"new_{name}": values[name] for name in _FINISH_COLUMNS}
+        params.update(id=job.job_id, expected=expected.value, cancel=job.cancel_requested)
+        async with self._engine.begin() as conn:
+            updated = await conn.execute(_FINISH, params)
+            if updated.rowcount != 1:
+                raise StaleJob(f"job {job.job_id} is no longer {expected}")
+            if result is not None:
+                await conn.execute(
+                    results.insert(), {"job_id": job.job_id, "geojson": json.dumps(result)}
+                )
+            if delivery is not None:
+                await self._insert_delivery(conn, delivery)
+
+    async def get_result(self, job_id: str) -> Mapping[str, Any] | None:
+        async with self._engine.connect() as conn:
+            text = (await conn.execute(_GET_RESULT, {"job_id": job_id})).scalar()
+        if text is None:
+            return None
+        result: dict[str, Any] = json.loads(text)
+        return result
+
+    async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_COUNT)).all()
+        return {(algorithm, JobStatus(status)): count for algorithm, status, count in rows}
+
+    async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
+        if limit <= 0:
+            return []
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_DUE, {"now": now, "limit": limit})).all()
+            return await self._with_attempts(conn, rows)
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+    ) -> None:
+        params = {"id": delivery_id, "new_status": status.value, "next": next_attempt_at}
+        async with self._engine.begin() as conn:
+            if (await conn.execute(_RECORD, params)).rowcount != 1:
+                raise KeyError(delivery_id)
+            await conn.execute(delivery_attempts.insert(), _attempt_values(delivery_id, attempt))
+
+    async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_FOR_JOB, {"job_id": job_id})).all()
+            return await self._with_attempts(conn, rows)
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await self._insert_delivery(conn, delivery)
+        except IntegrityError as exc:
+            async with self._engine.connect() as conn:
+                job = (await conn.execute(_JOB_EXISTS, {"job_id": delivery.job_id})).first()
+            if job is None:
+                raise KeyError(delivery.job_id) from exc
+            raise ValueError(f"delivery {delivery.delivery_id} already exists") from exc
+
+    @staticmethod
+    async def _insert_delivery(conn: AsyncConnection, delivery: Delivery) -> None:
+        await conn.execute(deliveries.insert(), _delivery_values(delivery))
+        if delivery.attempts:
+            await conn.execute(
+                delivery_attempts.insert(),
+                [_attempt_values(delivery.delivery_id, a) for a in delivery.attempts],
+            )
+
+    @staticmethod
+    async def _with_attempts(
+        conn: AsyncConnection, rows: Iterable[Row[Any]]
+    ) -> builtins.list[Delivery]:
+        rows = builtins.list(rows)
+        if not rows:
+            return []
+        by_delivery: dict[str, builtins.list[DeliveryAttempt]] = {}
+        found = await conn.execute(_ATTEMPTS, {"ids": [row.delivery_id for row in rows]})
+        for a in found:
+            by_delivery.setdefault(a.delivery_id, []).append(
+                DeliveryAttempt(
+                    at=a.at, status_code=a.status_code, error=a.error, duration=a.duration
+                )
+            )
+        return [
+            Delivery(
+                delivery_id=row.delivery_id,
+                job_id=row.job_id,
+                url=row.url,
+                payload=row.payload,
+                token=row.token,
+                status=DeliveryStatus(row.status),
+                next_attempt_at=row.next_attempt_at,
+                attempts=tuple(by_delivery.get(row.delivery_id, ())),
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
