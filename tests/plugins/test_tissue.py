@@ -237,6 +237,38 @@ def test_simplification_tolerance_trades_vertices_for_accuracy() -> None:
     assert coarse.hausdorff_distance(exact) <= 8.5
 
 
+def interlocking_combs(size: int = 400) -> npt.NDArray[np.bool_]:
+    """Two comb-shaped regions whose teeth interleave 6 px apart."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    first = ((yy >= 20) & (yy < 40)) | ((yy >= 40) & (yy < 340) & (xx % 40 < 14))
+    second = ((yy >= 360) & (yy < 380)) | (
+        (yy >= 60) & (yy < 360) & (xx % 40 >= 20) & (xx % 40 < 34)
+    )
+    combs: npt.NDArray[np.bool_] = first | second
+    return combs
+
+
+def test_close_neighbours_stay_apart_and_valid() -> None:
+    image = canvas(400, 400)
+    paint(image, interlocking_combs())
+
+    result = detect(image, min_area=100, simplify_tolerance=2)
+
+    check_consistent(result, 400, 400)
+    assert result.measurements["region_count"] == 2
+
+
+@pytest.mark.parametrize("tolerance", [10.0, 40.0])
+def test_coarse_simplification_never_yields_overlapping_regions(tolerance: float) -> None:
+    image = canvas(400, 400)
+    paint(image, interlocking_combs())
+
+    result = detect(image, min_area=100, simplify_tolerance=tolerance)
+
+    check_consistent(result, 400, 400)
+    assert 1 <= result.measurements["region_count"] <= 2
+
+
 def test_non_contiguous_input_is_accepted() -> None:
     image = canvas(400, 800)
     paint(image, disk(400, 800, 200, 200, 100))

@@ -40,6 +40,9 @@ _MIN_GLASS_FRACTION = 0.002
 #: ...and is never taken as narrower than this (optical density units).
 _MIN_GLASS_SIGMA = 0.004
 
+#: Output coordinates are snapped to this grid (full-resolution px): short JSON, still valid.
+_GRID = 0.01
+
 #: Rows per strip when downsampling, so only one strip is ever copied at a time.
 _STRIP_BLOCKS = 256
 
@@ -119,9 +122,10 @@ class TissueDetection(Algorithm):
             min_hole_area=float(parameters["min_hole_area"]) / pixel_area,
         )
         progress(0.7)
-        polygons = _trace(mask, factor, width, height, float(parameters["simplify_tolerance"]))
-        polygons = [p for p in polygons if p.area >= float(parameters["min_area"])]
-        progress(0.95)
+        tolerance = float(parameters["simplify_tolerance"])
+        polygons = _trace(mask, factor, width, height, tolerance, progress)
+        polygons = _disjoint([p for p in polygons if p.area >= float(parameters["min_area"])])
+        progress(0.98)
         areas = [float(p.area) for p in polygons]
         total = float(sum(areas))
         geometry = mapping(MultiPolygon(polygons))
@@ -163,7 +167,7 @@ def tissue_mask(small: RGBImage, sensitivity: float) -> npt.NDArray[np.bool_]:
     Without a glass peak, the floor applies and the tile is mostly tissue.
     """
     score = _max_optical_density(small)
-    score = np.asarray(cv2.GaussianBlur(score, (0, 0), sigmaX=1.0), np.float32)
+    score = np.asarray(cv2.medianBlur(score, 3), np.float32)
     floor = 0.10 - 0.06 * sensitivity
     ceiling = 0.20 - 0.10 * sensitivity
     threshold = floor
@@ -239,15 +243,26 @@ def _drop_small(
 
 
 def _trace(
-    mask: npt.NDArray[np.uint8], factor: int, width: int, height: int, tolerance: float
+    mask: npt.NDArray[np.uint8],
+    factor: int,
+    width: int,
+    height: int,
+    tolerance: float,
+    progress: Progress,
 ) -> list[Polygon]:
-    """Outer contours with their holes, as valid full-resolution polygons."""
+    """Outer contours with their holes, as valid full-resolution polygons.
+
+    With ``RETR_CCOMP`` OpenCV returns a two-level hierarchy: outer boundaries,
+    each with its holes as children; tissue inside a hole is an outer again.
+    """
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
         return []
     links = hierarchy[0]
     polygons: list[Polygon] = []
     for index, contour in enumerate(contours):
+        if index % 256 == 0:
+            progress(0.7 + 0.25 * index / len(contours))
         if links[index][3] != -1:
             continue
         holes = []
@@ -276,8 +291,16 @@ def _finish(
     shape = shape.intersection(shapely.box(0.0, 0.0, float(width), float(height)))
     if tolerance > 0:
         shape = shape.simplify(tolerance, preserve_topology=True)
-    shape = shapely.make_valid(shape)
+    shape = shapely.set_precision(shapely.make_valid(shape), _GRID)
     return [orient(p, sign=1.0) for p in _polygons(shape)]
+
+
+def _disjoint(polygons: list[Polygon]) -> list[Polygon]:
+    """Simplifying regions one by one can make close neighbours overlap: merge those."""
+    if MultiPolygon(polygons).is_valid:
+        return polygons
+    merged = shapely.set_precision(shapely.unary_union(polygons), _GRID)
+    return [orient(p, sign=1.0) for p in _polygons(merged)]
 
 
 def _polygons(shape: Any) -> list[Polygon]:
