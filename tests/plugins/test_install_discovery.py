@@ -1,0 +1,107 @@
+"""Plugins installed by pip, as a user would, are found by the ``primaa`` command.
+
+Each example package is built by pip (with build isolation: setuptools comes from the
+package index) into a throwaway ``--target`` directory that only the child process sees
+through ``PYTHONPATH``, so the shared environment never contains the broken ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+QC = HERE.parents[1] / "plugins_contrib" / "primaa-qc"
+SCAN = QC / "tests" / "data" / "TCGA-DU-5847-R01_s1_crop256.png"
+
+
+def _pip_install(sources: Sequence[Path], site: Path, scratch: Path) -> Path:
+    """Install copies of ``sources``, so building leaves no egg-info or build/ in the repo."""
+    copies = []
+    for source in sources:
+        copy = scratch / "src" / source.name
+        shutil.copytree(
+            source,
+            copy,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"),
+        )
+        copies.append(str(copy))
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site)]
+    subprocess.run([*pip, *copies], check=True, timeout=300)
+    return site
+
+
+def _primaa(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run(
+        [sys.executable, "-m", "primaa.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("plugins")
+
+
+@pytest.fixture(scope="module")
+def site(scratch: Path) -> Path:
+    """The QC plugin and the broken one, installed side by side."""
+    return _pip_install([QC, HERE / "broken_plugin"], scratch / "site", scratch / "qc")
+
+
+def test_installed_plugin_is_listed_and_broken_one_reported(site: Path, scratch: Path) -> None:
+    result = _primaa(site, "algorithms", "--json", cwd=scratch)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["image_qc"]["plugin"] == "qc"
+    assert rows["image_qc"]["version"] == "0.1.0"
+    assert rows["image_qc"]["summary"]
+    assert rows["poi_detection"]["plugin"] == "builtin"
+    assert "'broken'" in result.stderr
+    assert "primaa_missing_dependency" in result.stderr
+
+
+def test_the_target_install_is_the_one_loaded(site: Path, scratch: Path) -> None:
+    """The shared environment may hold an editable primaa-qc too; the child must use ours."""
+    code = "import primaa_qc.plugin as p; print(p.__file__)"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    found = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert Path(found.stdout.strip()).is_relative_to(site)
+
+
+def test_installed_plugin_runs_from_the_command_line(site: Path, scratch: Path) -> None:
+    result = _primaa(
+        site, "run", "image_qc", str(SCAN), "--param", "blur_threshold=80", cwd=scratch
+    )
+    assert result.returncode == 0, result.stderr
+    feature = json.loads(result.stdout)
+    assert feature["geometry"] is None
+    assert feature["properties"]["algorithm_name"] == "image_qc"
+    assert feature["properties"]["measurements"]["qc_pass"] == 1.0
+
+
+def test_duplicate_algorithm_name_stops_start_up_naming_both(scratch: Path) -> None:
+    site = _pip_install([HERE / "duplicate_plugin"], scratch / "site-dup", scratch / "dup")
+    result = _primaa(site, "algorithms", "--json", cwd=scratch)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "'poi_detection'" in result.stderr
+    assert "'builtin'" in result.stderr
+    assert "'dup'" in result.stderr
