@@ -169,6 +169,16 @@ def test_tinted_or_dim_glass_is_still_glass(glass: tuple[int, int, int]) -> None
     assert polygon.area == pytest.approx(math.pi * 100**2, rel=0.03)
 
 
+def test_black_padding_outside_the_scan_is_not_tissue() -> None:
+    image = canvas(400, 600)
+    image[:, 450:] = 0
+    paint(image, disk(400, 600, 200, 200, 100))
+
+    (polygon,) = regions(detect(image)).geoms
+
+    assert polygon.area == pytest.approx(math.pi * 100**2, rel=0.03)
+
+
 def test_all_tissue_is_one_region_covering_the_tile() -> None:
     image = canvas(512, 512)
     paint(image, np.ones((512, 512), bool))

@@ -32,6 +32,9 @@ _WHITE_PERCENTILE = 99.5
 #: ...but never darker than this, so a tile without glass keeps an absolute reference.
 _MIN_WHITE = 225
 
+#: Pixels darker than this in every channel are scanner padding, not stain.
+_BLACK = 20
+
 #: Histogram of the score, for finding the glass peak.
 _BIN_WIDTH = 0.002
 _BINS = 500
@@ -84,7 +87,7 @@ class TissueParameters(marshmallow.Schema):
     )
     working_size = fields.Integer(
         load_default=2048,
-        validate=validate.Range(min=128, max=16384),
+        validate=validate.Range(min=128, max=8192),
         metadata={
             "description": "The image is downsampled so its longest side is at most "
             "this many pixels before the mask is computed."
@@ -165,8 +168,10 @@ def tissue_mask(small: RGBImage, sensitivity: float) -> npt.NDArray[np.bool_]:
     peak widths above it, and is clamped between a floor (so noise on pure glass
     is never tissue) and a ceiling (so noisy glass cannot hide pale tissue).
     Without a glass peak, the floor applies and the tile is mostly tissue.
+    Near-black pixels are padding outside the scanned area, not tissue.
     """
     score = _max_optical_density(small)
+    score[small.max(axis=2) < _BLACK] = 0.0
     score = np.asarray(cv2.medianBlur(score, 3), np.float32)
     floor = 0.10 - 0.06 * sensitivity
     ceiling = 0.20 - 0.10 * sensitivity
