@@ -56,7 +56,9 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[REGISTRY] = registry or load_registry(disabled=settings.disabled_plugins)
+    app[REGISTRY] = registry or load_registry(
+        disabled=settings.disabled_plugins, modules=settings.plugins
+    )
     app[METRICS] = Metrics()
     app[URL_GUARD] = UrlGuard(settings.allow_private_urls, settings.allowed_networks)
     app[STORE] = store or open_store_from_url(settings.resolved_database_url)
@@ -96,6 +98,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         cancel_dir=settings.spool_dir / "cancel",
         max_pixels=settings.max_image_pixels,
         disabled_plugins=settings.disabled_plugins,
+        plugin_modules=settings.plugins,
         log_format="json" if settings.log_format == "auto" else settings.log_format,
         log_level=settings.log_level,
     )

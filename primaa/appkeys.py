@@ -1,4 +1,4 @@
-"""Typed keys for the state kept on the aiohttp Application (no module-level singletons)."""
+"""Typed keys for state on the Application (no module-level singletons) and on each request."""
 
 from __future__ import annotations
 
@@ -24,3 +24,9 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
+
+#: Per request: its id, the validated JSON body and query, and the API key that made it.
+REQUEST_ID = web.RequestKey("request_id", str)
+JSON_BODY = web.RequestKey("json", dict[str, Any])
+QUERY = web.RequestKey("querystring", dict[str, Any])
+OWNER = web.RequestKey("owner", str)

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         )
         configure_logging(settings.log_format, settings.log_level)
-        registry = load_registry(disabled=settings.disabled_plugins)
+        registry = load_registry(disabled=settings.disabled_plugins, modules=settings.plugins)
     except (ConfigError, DuplicateAlgorithm) as exc:
         print(f"primaa: {exc}", file=sys.stderr)
         return EXIT_USAGE

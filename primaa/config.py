@@ -74,6 +74,8 @@ class Settings:
     log_level: str = "info"
     #: Entry-point names of plugins not to load.
     disabled_plugins: tuple[str, ...] = ()
+    #: Extra plugin modules to load by import path, besides the entry points.
+    plugins: tuple[str, ...] = ()
 
     @property
     def resolved_database_url(self) -> str:

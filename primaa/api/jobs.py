@@ -22,7 +22,7 @@ from primaa.api.schemas import (
     JobSubmissionSchema,
     ResultQuerySchema,
 )
-from primaa.appkeys import MANAGER, SETTINGS
+from primaa.appkeys import JSON_BODY, MANAGER, OWNER, QUERY, SETTINGS
 from primaa.imaging.fetch import FetchError, spool_part
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
@@ -51,8 +51,7 @@ _UPLOAD_DOC = {
 
 def owner_of(request: web.Request) -> str | None:
     """The API key the request is made with; ``None`` while authentication is off."""
-    owner = request.get("owner")
-    return owner if isinstance(owner, str) else None
+    return request.get(OWNER)
 
 
 @docs(
@@ -75,7 +74,7 @@ async def create_job(request: web.Request) -> web.Response:
     if request.content_type == "multipart/form-data":
         job = await manager.submit(await _upload_request(request), owner=owner_of(request))
     else:
-        body = request["json"]
+        body = request[JSON_BODY]
         job = await manager.submit(
             JobRequest(
                 algorithm=body["algorithm_name"],
@@ -161,7 +160,7 @@ async def _upload_request(request: web.Request) -> JobRequest:
 @querystring_schema(JobListQuerySchema)
 @response_schema(JobPageSchema, 200)
 async def list_jobs(request: web.Request) -> web.Response:
-    query = request["querystring"]
+    query = request[QUERY]
     try:
         page = await request.app[MANAGER].list(
             status=JobStatus(query["status"]) if "status" in query else None,
@@ -199,7 +198,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def get_result(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     feature = await manager.result(request.match_info["job_id"], owner=owner_of(request))
-    if request["querystring"]["format"] == "qupath":
+    if request[QUERY]["format"] == "qupath":
         return web.json_response(feature_to_qupath(feature), content_type="application/geo+json")
     return web.json_response(dict(feature), content_type="application/geo+json")
 

@@ -12,7 +12,7 @@ from primaa.api.apidoc import docs, json_schema, response_schema
 from primaa.api.jobs import owner_of
 from primaa.api.present import legacy_status
 from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema
-from primaa.appkeys import MANAGER
+from primaa.appkeys import JSON_BODY, MANAGER
 from primaa.jobs.errors import JobNotFound
 from primaa.jobs.manager import JobRequest
 
@@ -31,7 +31,7 @@ TAG = ["original API"]
 @json_schema(LegacySubmissionSchema)
 @response_schema(LegacyStatusSchema, 200)
 async def submit(request: web.Request) -> web.Response:
-    body = request["json"]
+    body = request[JSON_BODY]
     job = await request.app[MANAGER].submit(
         JobRequest(
             algorithm=body["algorithm_name"],

@@ -20,13 +20,12 @@ from primaa.api.errors import (
     from_job_error,
     validation_error,
 )
-from primaa.appkeys import METRICS
+from primaa.appkeys import JSON_BODY, METRICS, QUERY, REQUEST_ID
 from primaa.jobs.errors import JobError
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = "request_id"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -87,7 +86,7 @@ async def validate_input(request: web.Request, handler: Handler) -> web.StreamRe
     """Load the JSON body and query string with the schemas the view is documented with.
 
     The aiohttp-apispec decorators are the single source: what OpenAPI shows is
-    what is enforced. Results go to ``request["json"]`` and ``request["querystring"]``.
+    what is enforced. Results go to ``request[JSON_BODY]`` and ``request[QUERY]``.
     """
     for spec in getattr(request.match_info.handler, "__schemas__", ()):
         location = (spec["locations"] or ["json"])[0]
@@ -95,10 +94,10 @@ async def validate_input(request: web.Request, handler: Handler) -> web.StreamRe
         if location == "json":
             if request.content_type == "multipart/form-data":
                 continue
-            request["json"] = _load(schema, await read_json(request), "body")
+            request[JSON_BODY] = _load(schema, await read_json(request), "body")
         elif location == "querystring":
             query = {key: request.query.getone(key) for key in request.query}
-            request["querystring"] = _load(schema, query, "query")
+            request[QUERY] = _load(schema, query, "query")
     return await handler(request)
 
 

@@ -17,12 +17,11 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from primaa.execution.worker import (
-    EventQueue,
     WorkerEvent,
     WorkRequest,
     cancel_flag,
@@ -31,6 +30,9 @@ from primaa.execution.worker import (
 )
 from primaa.jobs.ports import WorkerLost
 from primaa.plugins.algorithm import AlgorithmResult
+
+if TYPE_CHECKING:
+    from primaa.execution.worker import EventQueue
 
 log = structlog.get_logger(__name__)
 
@@ -45,13 +47,14 @@ class ProcessPoolRunner:
         cancel_dir: Path,
         max_pixels: int,
         disabled_plugins: tuple[str, ...] = (),
+        plugin_modules: tuple[str, ...] = (),
         log_format: str = "json",
         log_level: str = "info",
     ) -> None:
         self.workers = workers
         self._max_pixels = max_pixels
         self._cancel_dir = cancel_dir
-        self._initargs = (str(cancel_dir), disabled_plugins, log_format, log_level)
+        self._initargs = (str(cancel_dir), disabled_plugins, plugin_modules, log_format, log_level)
         self._context = multiprocessing.get_context("spawn")
         self._events: EventQueue = self._context.Queue()
         self._pool: ProcessPoolExecutor | None = None

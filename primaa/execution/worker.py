@@ -11,11 +11,13 @@ import dataclasses
 import os
 import time
 from collections.abc import Mapping
-from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
 
 from primaa.imaging.decode import decode_image
 from primaa.logging import configure_logging
@@ -25,7 +27,8 @@ from primaa.plugins.registry import AlgorithmRegistry, load_registry
 #: Messages from workers to the service: ("started", job_id, pid) and ("progress", job_id, pct);
 #: ``None`` tells the reader thread to stop.
 WorkerEvent = tuple[str, str, float]
-EventQueue = Queue[WorkerEvent | None]
+if TYPE_CHECKING:
+    EventQueue = Queue[WorkerEvent | None]
 
 #: Least time between two progress messages of one job.
 PROGRESS_INTERVAL = 0.2
@@ -51,6 +54,7 @@ def initialize(
     events: EventQueue,
     cancel_dir: str,
     disabled_plugins: tuple[str, ...],
+    plugin_modules: tuple[str, ...],
     log_format: str,
     log_level: str,
 ) -> None:
@@ -59,7 +63,7 @@ def initialize(
     configure_logging(log_format, log_level)
     _events = events
     _cancel_dir = Path(cancel_dir)
-    _registry = load_registry(disabled=disabled_plugins)
+    _registry = load_registry(disabled=disabled_plugins, modules=plugin_modules)
 
 
 def cancel_flag(cancel_dir: Path, job_id: str) -> Path:

@@ -8,6 +8,7 @@ two plugins offering the same algorithm name is a start-up error naming both.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.metadata
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
@@ -66,12 +67,15 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def load_registry(
     *,
     disabled: Iterable[str] = (),
+    modules: Iterable[str] = (),
     extra_plugins: Mapping[str, ModuleType | object] | None = None,
 ) -> AlgorithmRegistry:
     """Load every ``primaa`` entry point (minus ``disabled``) and collect algorithms.
 
-    ``extra_plugins`` registers plugin objects directly, by name (for tests and
-    embedding); they go through the same checks as entry points.
+    ``modules`` names more plugin modules by import path (the ``plugins``
+    setting); worker processes load them too. ``extra_plugins`` registers plugin
+    objects directly, by name (for embedding); both go through the same checks
+    as entry points.
     """
     pm = get_plugin_manager()
     broken: list[BrokenPlugin] = []
@@ -83,6 +87,13 @@ def load_registry(
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:
             broken.append(_broken(ep.name, exc))
+    for module in modules:
+        if pm.has_plugin(module):
+            continue
+        try:
+            pm.register(importlib.import_module(module), name=module)
+        except Exception as exc:
+            broken.append(_broken(module, exc))
     for name, plugin in (extra_plugins or {}).items():
         try:
             pm.register(plugin, name=name)

@@ -146,6 +146,8 @@ class MemoryStore:
                 self._jobs[job_id] = job.evolve(lease_expires_at=now + lease_seconds)
 
     async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+        # ``now=inf`` (every Running job, at start-up) must not become a timestamp.
+        stamp = now if math.isfinite(now) else time.time()
         retried: list[str] = []
         failed: list[Job] = []
         cancelled: list[Job] = []
@@ -155,15 +157,17 @@ class MemoryStore:
             if job.lease_expires_at >= now:
                 continue
             if job.cancel_requested:
-                stopped = job.moved_to(JobStatus.CANCELLED, now)
+                stopped = job.moved_to(JobStatus.CANCELLED, stamp)
                 self._jobs[job.job_id] = stopped
                 cancelled.append(stopped)
             elif job.attempts >= max_attempts:
-                gone = job.moved_to(JobStatus.FAILED, now, error=EXPIRED_ERROR.format(job.attempts))
+                gone = job.moved_to(
+                    JobStatus.FAILED, stamp, error=EXPIRED_ERROR.format(job.attempts)
+                )
                 self._jobs[job.job_id] = gone
                 failed.append(gone)
             else:
-                self._jobs[job.job_id] = job.moved_to(JobStatus.PENDING, now)
+                self._jobs[job.job_id] = job.moved_to(JobStatus.PENDING, stamp)
                 retried.append(job.job_id)
         return Requeued(retried=retried, failed=failed, cancelled=cancelled)
 

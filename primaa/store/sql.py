@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import pathlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -133,7 +134,7 @@ _CANCEL: Final = (
 )
 _EXPIRED: Final = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < sa.bindparam("now"))
 _LEASE_CLEARED: Final[dict[str, Any]] = {
-    "updated_at": sa.bindparam("now"),
+    "updated_at": sa.bindparam("stamp"),
     "lease_owner": None,
     "lease_expires_at": None,
 }
@@ -141,7 +142,7 @@ _ERROR_HEAD, _ERROR_TAIL = EXPIRED_ERROR.split("{}")
 _REQUEUE_CANCEL: Final = (
     jobs.update()
     .where(_EXPIRED, jobs.c.cancel_requested == sa.true())
-    .values(status=JobStatus.CANCELLED.value, finished_at=sa.bindparam("now"), **_LEASE_CLEARED)
+    .values(status=JobStatus.CANCELLED.value, finished_at=sa.bindparam("stamp"), **_LEASE_CLEARED)
     .returning(*jobs.columns)
 )
 _REQUEUE_FAIL: Final = (
@@ -149,7 +150,7 @@ _REQUEUE_FAIL: Final = (
     .where(_EXPIRED, jobs.c.attempts >= sa.bindparam("max_attempts"))
     .values(
         status=JobStatus.FAILED.value,
-        finished_at=sa.bindparam("now"),
+        finished_at=sa.bindparam("stamp"),
         error=sa.literal(_ERROR_HEAD) + sa.cast(jobs.c.attempts, sa.String) + _ERROR_TAIL,
         **_LEASE_CLEARED,
     )
@@ -393,12 +394,13 @@ class SqlStore:
             await conn.execute(_RENEW, params)
 
     async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+        params = {"now": now, "stamp": now if math.isfinite(now) else time.time()}
         async with self._engine.begin() as conn:
-            cancelled = (await conn.execute(_REQUEUE_CANCEL, {"now": now})).all()
+            cancelled = (await conn.execute(_REQUEUE_CANCEL, params)).all()
             failed = (
-                await conn.execute(_REQUEUE_FAIL, {"now": now, "max_attempts": max_attempts})
+                await conn.execute(_REQUEUE_FAIL, {**params, "max_attempts": max_attempts})
             ).all()
-            retried = (await conn.execute(_REQUEUE_RETRY, {"now": now})).scalars().all()
+            retried = (await conn.execute(_REQUEUE_RETRY, params)).scalars().all()
         return Requeued(
             retried=sorted(retried),
             failed=[_job_from_row(row) for row in failed],
