@@ -46,8 +46,8 @@ _MIN_GLASS_SIGMA = 0.004
 #: Output coordinates are snapped to this grid (full-resolution px): short JSON, still valid.
 _GRID = 0.01
 
-#: Rows per strip when downsampling, so only one strip is ever copied at a time.
-_STRIP_BLOCKS = 256
+#: Bytes per strip when downsampling, so only one small strip is ever copied at a time.
+_STRIP_BYTES = 16 * 1024 * 1024
 
 
 class TissueParameters(marshmallow.Schema):
@@ -149,8 +149,8 @@ def _downsample(image: RGBImage, factor: int, progress: Progress) -> RGBImage:
     """Box-average by an integer factor, one strip at a time (no full-size copy)."""
     if factor == 1:
         return np.ascontiguousarray(image[..., :3])
-    height = image.shape[0]
-    strip = factor * _STRIP_BLOCKS
+    height, width = image.shape[:2]
+    strip = factor * max(1, _STRIP_BYTES // (3 * width * factor * factor))
     parts: list[RGBImage] = []
     for top in range(0, height, strip):
         block = np.ascontiguousarray(image[top : top + strip, :, :3])
