@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 QC = HERE.parents[1] / "plugins_contrib" / "primaa-qc"
 SCAN = QC / "tests" / "data" / "TCGA-DU-5847-R01_s1_crop256.png"
+GUIDE = HERE.parents[1] / "docs" / "plugins.md"
+#: A fenced code block of the guide whose first line is ``# file: <name>``.
+FILE_BLOCK = re.compile(r"^```\w*\n# file: (?P<name>\S+)\n(?P<body>.*?)^```$", re.M | re.S)
 
 
 def _pip_install(sources: Sequence[Path], site: Path, scratch: Path) -> Path:
@@ -40,17 +44,22 @@ def _pip_install(sources: Sequence[Path], site: Path, scratch: Path) -> Path:
     return site
 
 
-def _primaa(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _python(site: Path, *args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python args`` seeing ``site``, with only the given ``PRIMAA_*`` settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
-    env["PYTHONPATH"] = str(site)
+    env.update(settings, PYTHONPATH=str(site))
     return subprocess.run(
-        [sys.executable, "-m", "primaa.cli", *args],
+        [sys.executable, *args],
         env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _primaa(site: Path, *args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    return _python(site, "-m", "primaa.cli", *args, cwd=cwd, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +114,39 @@ def test_duplicate_algorithm_name_stops_start_up_naming_both(scratch: Path) -> N
     assert "'poi_detection'" in result.stderr
     assert "'builtin'" in result.stderr
     assert "'dup'" in result.stderr
+
+
+def test_disabling_one_of_the_duplicates_lets_start_up_proceed(scratch: Path) -> None:
+    site = _pip_install([HERE / "duplicate_plugin"], scratch / "site-dup2", scratch / "dup2")
+    result = _primaa(site, "algorithms", "--json", cwd=scratch, PRIMAA_DISABLED_PLUGINS="dup")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["poi_detection"]["plugin"] == "builtin"
+
+
+def test_the_guide_example_plugin_installs_runs_and_passes_its_test(scratch: Path) -> None:
+    """docs/plugins.md promises its example works as written: build it from the guide."""
+    package = scratch / "guide" / "primaa-dark-blobs"
+    package.mkdir(parents=True)
+    files = {m["name"]: m["body"] for m in FILE_BLOCK.finditer(GUIDE.read_text())}
+    assert set(files) == {"pyproject.toml", "primaa_dark_blobs.py", "test_dark_blobs.py"}
+    for name, body in files.items():
+        (package / name).write_text(body)
+    site = _pip_install([package], scratch / "site-guide", scratch / "guide-build")
+
+    listing = _primaa(site, "algorithms", "--json", cwd=scratch)
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["name"]: row for row in json.loads(listing.stdout)}
+    assert rows["dark_blobs"]["plugin"] == "dark_blobs"
+
+    run = _primaa(site, "run", "dark_blobs", str(SCAN), "--param", "threshold=90", cwd=scratch)
+    assert run.returncode == 0, run.stderr
+    feature = json.loads(run.stdout)
+    assert feature["geometry"]["type"] == "MultiPoint"
+    count = feature["properties"]["measurements"]["blob_count"]
+    assert count == len(feature["geometry"]["coordinates"]) > 0
+
+    tested = _python(
+        site, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package), cwd=package
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
