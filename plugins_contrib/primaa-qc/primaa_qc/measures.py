@@ -205,6 +205,14 @@ def focus_tiles(
 
 
 def _grid(height: int, width: int, tile: int) -> Iterator[tuple[int, int]]:
-    for top in range(0, max(height - tile, 0) + 1, tile):
-        for left in range(0, max(width - tile, 0) + 1, tile):
+    """Tiles in reading order; the last row and column are flush with the far edges."""
+    for top in _starts(height, tile):
+        for left in _starts(width, tile):
             yield top, left
+
+
+def _starts(length: int, tile: int) -> list[int]:
+    starts = list(range(0, max(length - tile, 0) + 1, tile))
+    if length > tile and starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts

@@ -94,6 +94,13 @@ def test_focus_tiles_prefer_tissue_over_glass() -> None:
     assert corners == [(500, 500), (500, 750), (750, 500), (750, 750)]
 
 
+def test_focus_tiles_reach_the_far_edges_of_odd_sizes() -> None:
+    mask = np.ones((700, 1200), dtype=bool)
+    corners = measures.focus_tiles((700, 1200, 3), 512, mask, 1, 100)
+    assert sorted(corners) == [(0, 0), (0, 512), (0, 688), (188, 0), (188, 512), (188, 688)]
+    assert measures.focus_tiles((300, 200, 3), 512, mask, 1, 100) == [(0, 0)]
+
+
 def test_colour_stats_in_strips_equal_one_pass() -> None:
     image = nuclei_texture(300)
     image[:40] = GLASS
