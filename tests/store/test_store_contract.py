@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import math
 import os
 import pathlib
 import uuid
@@ -422,6 +424,24 @@ async def test_requeue_expired_cancels_a_job_asked_to_cancel(store: JobStore) ->
     assert await store.get(job.job_id) == cancelled
 
 
+async def test_requeue_everything_at_start_up_keeps_timestamps_finite(store: JobStore) -> None:
+    """An exclusive store's owner requeues every Running job with ``now=inf`` at start-up."""
+    await create_jobs(store, 3)
+    for n in range(3):
+        await run_one(store, now=T0 + 100 + n)
+    await store.request_cancel("job-0001")
+    first = await store.requeue_expired(now=math.inf, max_attempts=2)
+    assert sorted(first.retried) == ["job-0000", "job-0002"]
+    assert [j.job_id for j in first.cancelled] == ["job-0001"]
+    await store.claim(owner="w", lease_seconds=1e9, limit=5, now=T0 + 300)
+    second = await store.requeue_expired(now=math.inf, max_attempts=2)
+    assert sorted(j.job_id for j in second.failed) == ["job-0000", "job-0002"]
+    for job in (await store.list()).jobs:
+        assert math.isfinite(job.updated_at)
+        assert job.finished_at is not None
+        assert math.isfinite(job.finished_at)
+
+
 async def test_set_progress_only_moves_running_jobs(store: JobStore) -> None:
     await create_jobs(store, 2)
     job = await run_one(store)
@@ -721,6 +741,13 @@ async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backe
     again = await sql_backend.open()
     assert await _schema_state(again) == (["0001"], [])
     assert len((await again.list()).jobs) == 2
+
+
+def test_jobs_columns_follow_the_job_fields() -> None:
+    """The status-read path builds a Job from a row by position."""
+    from primaa.store.tables import jobs
+
+    assert [c.name for c in jobs.columns] == [f.name for f in dataclasses.fields(Job)]
 
 
 async def test_sqlite_pragmas(tmp_path: pathlib.Path) -> None:
