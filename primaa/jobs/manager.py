@@ -238,7 +238,7 @@ class JobManager:
             return
         active.cancel_requested = True
         self._executor.cancel(job_id)
-        if active.stage == "fetching" and active.task is not None:
+        if active.stage in {"fetching", "waiting"} and active.task is not None:
             active.task.cancel()
 
     # -- the dispatcher ----------------------------------------------------------------------
@@ -340,17 +340,11 @@ class JobManager:
             self._executor.forget(job.job_id)
             active.stage = "fetching"
             image_path = await self._image_path(job)
-            active.stage = "running"
             limit = min(
                 job.timeout or algorithm.default_timeout or self._policy.job_timeout,
                 self._policy.max_job_timeout,
             )
-            try:
-                async with asyncio.timeout(limit):
-                    result = await self._run_algorithm(active, algorithm, image_path)
-            except TimeoutError:
-                self._executor.cancel(job.job_id)
-                raise _TimedOut(limit) from None
+            result = await self._run_algorithm(active, algorithm, image_path, limit)
             await self._finish(job, JobStatus.COMPLETED, result=result)
         except asyncio.CancelledError:
             if active.cancel_requested and not self._closing:
@@ -381,23 +375,41 @@ class JobManager:
         return await self._images.fetch(job.image_url, job.job_id)
 
     async def _run_algorithm(
-        self, active: _Active, algorithm: AnyAlgorithm, image_path: Path
+        self, active: _Active, algorithm: AnyAlgorithm, image_path: Path, limit: float
+    ) -> AlgorithmResult:
+        """Wait for a slot of the algorithm's kind, then run it within its time limit."""
+        job = active.job
+        active.stage = "waiting"
+        slots = self._io if isinstance(algorithm, AsyncAlgorithm) else self._cpu
+        async with slots:
+            active.stage = "running"
+            try:
+                async with asyncio.timeout(limit) as deadline:
+                    if isinstance(algorithm, AsyncAlgorithm):
+                        return await self._run_on_loop(active, algorithm, image_path)
+                    return await self._executor.run(
+                        job.job_id, job.algorithm, image_path, job.parameters
+                    )
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                self._executor.cancel(job.job_id)
+                raise _TimedOut(limit) from None
+
+    async def _run_on_loop(
+        self, active: _Active, algorithm: AsyncAlgorithm, image_path: Path
     ) -> AlgorithmResult:
         job = active.job
-        if isinstance(algorithm, AsyncAlgorithm):
-            async with self._io:
-                image = await asyncio.to_thread(
-                    decode_image, image_path, max_pixels=self._policy.max_image_pixels
-                )
+        image = await asyncio.to_thread(
+            decode_image, image_path, max_pixels=self._policy.max_image_pixels
+        )
 
-                def progress(fraction: float) -> None:
-                    if active.cancel_requested:
-                        raise JobCancelled(job.job_id)
-                    self._on_progress(job.job_id, round(min(max(fraction, 0.0), 1.0) * 100, 1))
+        def progress(fraction: float) -> None:
+            if active.cancel_requested:
+                raise JobCancelled(job.job_id)
+            self._on_progress(job.job_id, round(min(max(fraction, 0.0), 1.0) * 100, 1))
 
-                return await algorithm.run(image, job.parameters, progress)
-        async with self._cpu:
-            return await self._executor.run(job.job_id, job.algorithm, image_path, job.parameters)
+        return await algorithm.run(image, job.parameters, progress)
 
     async def _finish(
         self,
