@@ -51,7 +51,7 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
     async def create(self, job: Job) -> None:
-        """Store a new job (status Pending)."""
+        """Store a new job (status Pending); ``ValueError`` if its id is taken."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -64,7 +64,10 @@ class JobStore(Protocol):
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        """Newest first. ``owner`` restricts to one API key's jobs."""
+        """Newest first. ``owner`` restricts to one API key's jobs.
+
+        A malformed ``cursor`` or a ``limit`` outside 1..1000 raises ``ValueError``.
+        """
 
     async def claim(
         self, *, owner: str, lease_seconds: float, limit: int, now: float
@@ -82,6 +85,8 @@ class JobStore(Protocol):
         A job that already used ``max_attempts`` attempts is failed instead (and
         returned, so the caller can queue its failure callback); a job with
         ``cancel_requested`` is cancelled instead, and returned likewise.
+        ``now`` may be ``inf`` (every Running job, at start-up of an exclusive
+        store); the timestamps written then come from the clock.
         """
 
     async def set_progress(self, job_id: str, progress: float) -> None:
@@ -106,7 +111,9 @@ class JobStore(Protocol):
 
         The result and the callback delivery are written in the same transaction
         as the status, so a finished job never lacks its callback. Raises
-        :class:`StaleJob` when the job is no longer in ``expected``.
+        :class:`StaleJob` when the job is no longer in ``expected``, and
+        :class:`~primaa.jobs.model.InvalidTransition` when ``expected`` → ``job.status``
+        is not a transition at all. A ``cancel_requested`` flag set meanwhile is kept.
         """
 
     async def get_result(self, job_id: str) -> Mapping[str, Any] | None: ...
@@ -125,9 +132,15 @@ class JobStore(Protocol):
         status: DeliveryStatus,
         next_attempt_at: float | None,
     ) -> None:
-        """Append an attempt and set the delivery's new status and next attempt time."""
+        """Append an attempt and set the delivery's new status and next attempt time.
+
+        ``next_attempt_at=None`` keeps the current time; an unknown delivery is a ``KeyError``.
+        """
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]: ...
 
     async def add_delivery(self, delivery: Delivery) -> None:
-        """Queue a delivery outside a job transition (redelivery on request)."""
+        """Queue a delivery outside a job transition (redelivery on request).
+
+        ``KeyError`` when the job does not exist, ``ValueError`` when the delivery id is taken.
+        """
