@@ -1,4 +1,7 @@
-"""Settings: defaults from ``config/default.toml``, then a ``--config`` file, then ``PRIMAA_*``.
+"""Settings: defaults, then a ``--config`` file, then ``PRIMAA_*`` environment variables.
+
+``config/default.toml`` documents the defaults (a test keeps it equal to
+:class:`Settings`); installed copies need no file to start.
 
 One field, one TOML key, one environment variable (``data_dir`` is
 ``PRIMAA_DATA_DIR``), so the README table is the whole story. Values are
@@ -100,11 +103,10 @@ def load_settings(
 ) -> Settings:
     """Defaults, then ``config_file``, then ``PRIMAA_*`` from ``env``, then ``overrides`` (CLI)."""
     values: dict[str, Any] = {}
-    for path in (DEFAULT_CONFIG, config_file):
-        if path is not None and path.exists():
-            values.update(_read_toml(path))
-        elif path is not None:
-            raise ConfigError(f"config file {path} does not exist")
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        values.update(_read_toml(config_file))
     environ = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     for name in fields:
@@ -112,6 +114,8 @@ def load_settings(
         if raw is not None:
             values[name] = _coerce(name, raw, source=ENV_PREFIX + name.upper())
     for name, value in (overrides or {}).items():
+        if name not in fields:
+            raise ConfigError(f"unknown setting {name!r}")
         if value is not None:
             values[name] = value
     checked = {name: _coerce(name, value, source=name) for name, value in values.items()}
@@ -162,7 +166,7 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
         origin = typing.get_origin(hint)
         if origin is tuple:
             item_type = typing.get_args(hint)[0]
-            items = value.split(",") if isinstance(value, str) else list(value)
+            items = [i.strip() for i in value.split(",")] if isinstance(value, str) else list(value)
             return tuple(_scalar(item_type, item) for item in items if str(item).strip() != "")
         return _scalar(hint, value)
     except (ValueError, TypeError) as exc:
@@ -178,8 +182,14 @@ def _scalar(hint: Any, value: Any) -> Any:
         raise TypeError(f"expected a number, got {value!r}")
     if hint is int and isinstance(value, float) and not value.is_integer():
         raise TypeError(f"expected an integer, got {value!r}")
+    if hint in (int, float) and isinstance(value, str):
+        try:
+            return hint(value.strip())
+        except ValueError:
+            kind = "an integer" if hint is int else "a number"
+            raise ValueError(f"expected {kind}, got {value!r}") from None
     if hint is int:
-        return int(str(value).strip()) if isinstance(value, str) else int(value)
+        return int(value)
     if isinstance(value, hint):
         return value
     if hint is float and isinstance(value, int):
