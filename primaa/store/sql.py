@@ -14,6 +14,7 @@ import builtins
 import json
 import math
 import pathlib
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -40,7 +41,10 @@ from primaa.store.tables import deliveries, delivery_attempts, jobs, results
 
 MIGRATIONS_DIR: Final = pathlib.Path(__file__).with_name("migrations")
 
-#: Seconds a SQLite writer waits for another one before giving up.
+#: ``UPDATE ... RETURNING`` arrived in SQLite 3.35.
+SQLITE_MIN_VERSION: Final = (3, 35, 0)
+
+#: Milliseconds a SQLite writer waits for another one before giving up.
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 
 #: Arbitrary, fixed key of the PostgreSQL advisory lock that serialises migrations
@@ -310,6 +314,11 @@ class SqlStore:
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
+        if self.exclusive and sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old: claims need UPDATE ... RETURNING"
+                f" (SQLite {'.'.join(map(str, SQLITE_MIN_VERSION))} or newer)"
+            )
         if self.exclusive and self.url.database is not None:
             pathlib.Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         async with self._engine.begin() as conn:
