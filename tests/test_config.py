@@ -27,13 +27,15 @@ def test_every_setting_is_documented_in_default_toml() -> None:
 
 @pytest.mark.parametrize("name", FIELDS)
 def test_default_toml_value_is_the_dataclass_default(name: str) -> None:
-    """``config/default.toml`` (as loaded) and ``Settings()`` agree, key by key."""
-    from_file = load_settings(env={})
+    """``config/default.toml``, loaded as a config file, and ``Settings()`` agree, key by key."""
+    from_file = load_settings(DEFAULT_CONFIG, env={})
     assert getattr(from_file, name) == getattr(Settings(), name)
+    assert type(getattr(from_file, name)) is type(getattr(Settings(), name))
 
 
-def test_loaded_defaults_equal_settings() -> None:
+def test_without_a_file_the_defaults_are_the_dataclass_ones() -> None:
     assert load_settings(env={}) == Settings()
+    assert load_settings(DEFAULT_CONFIG, env={}) == Settings()
 
 
 def test_real_environment_is_read_when_env_is_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
