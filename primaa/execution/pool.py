@@ -65,7 +65,10 @@ class ProcessPoolRunner:
         self._progress_sinks.append(sink)
 
     def start(self) -> None:
+        """Start the pool; no worker runs yet, so every cancellation flag left is stale."""
         self._cancel_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self._cancel_dir.iterdir():
+            stale.unlink(missing_ok=True)
         self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
         self._reader = threading.Thread(

@@ -82,6 +82,7 @@ class WorkerProgress:
 
     def __call__(self, fraction: float) -> None:
         if self._flag.exists():
+            self._flag.unlink(missing_ok=True)
             raise JobCancelled(self._job_id)
         now = time.monotonic()
         if self._events is not None and now - self._last_sent >= PROGRESS_INTERVAL:

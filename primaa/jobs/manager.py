@@ -477,7 +477,6 @@ class JobManager:
             Path(job.image_path).unlink(missing_ok=True)
         if job.image_url is not None:
             (self._policy.spool_dir / f"{job.job_id}.img").unlink(missing_ok=True)
-        self._executor.forget(job.job_id)
 
 
 class _TimedOut(Exception):
