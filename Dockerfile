@@ -1,0 +1,24 @@
+# primaa service image: SQLite in /data by default, built-in algorithms.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY primaa ./primaa
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /data --create-home primaa
+
+USER primaa
+ENV PRIMAA_DATA_DIR=/data \
+    PRIMAA_LOG_FORMAT=json
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+
+ENTRYPOINT ["primaa"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
