@@ -79,7 +79,6 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     """One client session for image fetches and callbacks, behind the URL guard."""
-    app[SETTINGS]
     guard = app[URL_GUARD]
     connector = make_connector(guard, limit=100, limit_per_host=16)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:

@@ -90,8 +90,8 @@ class CallbackReceiver:
     def url(self) -> str:
         return str(self.server.make_url("/callback"))
 
-    async def next(self, timeout: float = 30.0) -> Callback:
-        return await asyncio.wait_for(self.queue.get(), timeout)
+    async def next(self, within: float = 30.0) -> Callback:
+        return await asyncio.wait_for(self.queue.get(), within)
 
 
 @pytest.fixture
@@ -142,15 +142,15 @@ async def wait_for_job(
     client: TestClient[Any, Any],
     job_id: str,
     statuses: set[str] = TERMINAL,
-    timeout: float = 30.0,
+    within: float = 30.0,
 ) -> dict[str, Any]:
     """Poll ``GET /jobs/{id}`` until the job reaches one of ``statuses``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         response = await client.get(f"/jobs/{job_id}")
         body: dict[str, Any] = await response.json()
         if body.get("status") in statuses:
             return body
         if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {body.get('status')} after {timeout} s")
+            raise AssertionError(f"job {job_id} still {body.get('status')} after {within} s")
         await asyncio.sleep(0.05)

@@ -34,7 +34,7 @@ class Progress(Protocol):
     :class:`JobCancelled` when the client cancelled the job: do not catch that.
     """
 
-    def __call__(self, fraction: float) -> None: ...
+    def __call__(self, fraction: float, /) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

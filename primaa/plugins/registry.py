@@ -99,7 +99,7 @@ def load_registry(
             pm.register(plugin, name=name)
         except Exception as exc:
             broken.append(_broken(name, exc))
-    pm.check_pending()
+    _drop_invalid_hooks(pm, broken)
 
     algorithms: dict[str, RegisteredAlgorithm] = {}
     for impl in pm.hook.primaa_algorithms.get_hookimpls():
@@ -118,6 +118,18 @@ def load_registry(
                 )
             algorithms[algorithm.name] = RegisteredAlgorithm(algorithm, impl.plugin_name)
     return AlgorithmRegistry(dict(sorted(algorithms.items())), tuple(broken))
+
+
+def _drop_invalid_hooks(pm: pluggy.PluginManager, broken: list[BrokenPlugin]) -> None:
+    """A plugin implementing a hook that does not exist (a typo) is broken, not fatal."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            pm.unregister(exc.plugin)
+            broken.append(_broken(name, exc))
 
 
 def _checked(algorithm: object) -> AnyAlgorithm:

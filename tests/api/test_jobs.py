@@ -46,9 +46,7 @@ async def test_json_submission_runs_with_parameters_and_serves_the_result(
     assert result.content_type == "application/geo+json"
     feature = await result.json()
     assert feature["geometry"]["type"] == "MultiPoint"
-    assert feature["properties"]["measurements"]["count"] == len(
-        feature["geometry"]["coordinates"]
-    )
+    assert feature["properties"]["measurements"]["count"] == len(feature["geometry"]["coordinates"])
 
     qupath = await (await client.get(f"/jobs/{job['job_id']}/result?format=qupath")).json()
     assert qupath["type"] == "FeatureCollection"
@@ -115,8 +113,7 @@ async def test_upload_without_image_part_is_422_and_leaves_no_file(
             "invalid_parameters",
         ),
         (
-            b'{"image_url": "http://h/i.png", "algorithm_name": "poi_detection",'
-            b' "timeout": 1e9}',
+            b'{"image_url": "http://h/i.png", "algorithm_name": "poi_detection", "timeout": 1e9}',
             422,
             "invalid_request",
         ),
@@ -137,7 +134,9 @@ async def test_bad_submissions_get_json_errors_and_create_no_job(
 
 async def test_oversized_body_is_413(client: TestClient[Any, Any]) -> None:
     response = await client.post(
-        "/jobs", data=io.BytesIO(b"x" * (2 * 1024 * 1024)), headers={"Content-Type": "application/json"}
+        "/jobs",
+        data=io.BytesIO(b"x" * (2 * 1024 * 1024)),
+        headers={"Content-Type": "application/json"},
     )
     assert response.status == 413
     assert (await response.json())["type"] == "too_large"
@@ -276,9 +275,7 @@ async def test_openapi3_documents_every_route_and_algorithm(client: TestClient[A
     assert (await client.get("/docs/static/swagger-ui-bundle.js")).status == 200
 
 
-async def test_health_and_metrics(
-    client: TestClient[Any, Any], image_server: ImageServer
-) -> None:
+async def test_health_and_metrics(client: TestClient[Any, Any], image_server: ImageServer) -> None:
     health = await client.get("/health")
     assert health.status == 200
     body = await health.json()

@@ -252,7 +252,7 @@ async def _walkthrough(
             "algorithm_name": "poi_detection",
         },
     )
-    callback = await callback_receiver.next(timeout=30)
+    callback = await callback_receiver.next(within=30)
     elapsed = callback.at - submitted_at
 
     assert callback.headers["Authorization"] == f"Bearer {token}"
@@ -363,7 +363,7 @@ async def test_crash_mid_job_then_restart_runs_the_job_again(
         assert done["status"] == "Completed", done
         assert done["attempts"] == 2
         assert done["error"] is None
-        callback = await callback_receiver.next(timeout=15)
+        callback = await callback_receiver.next(within=15)
         assert callback.headers["Authorization"] == "Bearer k"
         assert callback.body["properties"]["job_id"] == job_id
         assert callback.body["properties"]["status"] == "Completed"

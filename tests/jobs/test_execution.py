@@ -93,7 +93,7 @@ async def test_cancelling_queued_jobs_is_immediate(
         response = await client.post(f"/jobs/{job_id}/cancel")
         assert response.status == 202
     for job_id in queued:
-        done = await wait_for_job(client, job_id, timeout=1.0)
+        done = await wait_for_job(client, job_id, within=1.0)
         assert done["status"] == "Cancelled"
     await client.post(f"/jobs/{blocker}/cancel")
     assert (await wait_for_job(client, blocker))["status"] == "Cancelled"
@@ -105,13 +105,13 @@ async def test_worker_crash_fails_only_that_job_and_the_service_goes_on(
     client: Client, image_server: ImageServer
 ) -> None:
     crash = await submit(client, image_server, "test_crash")
-    done = await wait_for_job(client, crash, timeout=60)
+    done = await wait_for_job(client, crash, within=60)
     assert done["status"] == "Failed"
     assert "worker process died" in done["error"]
     assert done["attempts"] == 3, "retried up to max_attempts"
 
     after = await submit(client, image_server, "test_sleep", parameters={"seconds": 0.01})
-    assert (await wait_for_job(client, after, timeout=60))["status"] == "Completed"
+    assert (await wait_for_job(client, after, within=60))["status"] == "Completed"
 
 
 async def test_time_limit_fails_the_job_and_frees_the_worker(
@@ -124,7 +124,7 @@ async def test_time_limit_fails_the_job_and_frees_the_worker(
     assert done["status"] == "Failed"
     assert done["error"] == "timed out after 1 s"
     follower = await submit(client, image_server, "test_sleep", parameters={"seconds": 0.01})
-    finished = await wait_for_job(client, follower, timeout=5)
+    finished = await wait_for_job(client, follower, within=5)
     assert finished["status"] == "Completed"
 
 
@@ -160,7 +160,7 @@ async def test_an_unreachable_image_fails_quickly_with_the_cause(
         "/jobs", json={"image_url": image_server.url("/hang.png"), "algorithm_name": "test_fail"}
     )
     job_id = (await response.json())["job_id"]
-    done = await wait_for_job(client, job_id, timeout=5)
+    done = await wait_for_job(client, job_id, within=5)
     assert done["status"] == "Failed"
     assert "timed out" in done["error"]
 

@@ -116,6 +116,25 @@ def test_hook_that_raises_is_broken_and_others_load() -> None:
     assert "poi_detection" in registry
 
 
+class MisspelledHook:
+    """Implements ``primaa_algorithm`` (no s): pluggy rejects it as an unknown hook."""
+
+    @hookimpl
+    def primaa_algorithm(self) -> list[Algorithm]:
+        return [Echo()]
+
+
+def test_plugin_with_an_unknown_hook_is_broken_and_start_up_goes_on() -> None:
+    registry = load_registry(
+        extra_plugins={"typo": MisspelledHook(), "fine": Plugin(lambda: [Echo()])}
+    )
+    [broken] = registry.broken
+    assert broken.name == "typo"
+    assert "primaa_algorithm" in broken.error
+    assert registry.algorithms["echo"].plugin == "fine"
+    assert "poi_detection" in registry
+
+
 @pytest.mark.parametrize(
     ("provide", "error"),
     [
