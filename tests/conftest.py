@@ -138,6 +138,21 @@ async def client(aiohttp_client: Callable[..., Any], settings: Settings) -> Test
     return client
 
 
+async def wait_for_callback(
+    client: TestClient[Any, Any], job_id: str, state: str, within: float = 30.0
+) -> dict[str, Any]:
+    """Poll until the job's callback delivery is recorded in ``state``."""
+    deadline = time.monotonic() + within
+    while True:
+        job: dict[str, Any] = await (await client.get(f"/jobs/{job_id}")).json()
+        callback = job.get("callback")
+        if callback is not None and callback["state"] == state:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"callback of job {job_id} is {callback} after {within} s")
+        await asyncio.sleep(0.05)
+
+
 async def wait_for_job(
     client: TestClient[Any, Any],
     job_id: str,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -70,6 +71,7 @@ class ProcessPoolRunner:
         for stale in self._cancel_dir.iterdir():
             stale.unlink(missing_ok=True)
         self._pool = self._new_pool()
+        self._warm(self._pool)
         loop = asyncio.get_running_loop()
         self._reader = threading.Thread(
             target=self._read_events, args=(loop,), name="primaa-worker-events", daemon=True
@@ -82,6 +84,11 @@ class ProcessPoolRunner:
             mp_context=self._context,
             initializer=functools.partial(initialize, self._events, *self._initargs),
         )
+
+    def _warm(self, pool: ProcessPoolExecutor) -> None:
+        """Start every worker now (each loads the plugins once), not on the first jobs."""
+        for _ in range(self.workers):
+            pool.submit(os.getpid)
 
     def _read_events(self, loop: asyncio.AbstractEventLoop) -> None:
         while (event := self._events.get()) is not None:
@@ -118,6 +125,7 @@ class ProcessPoolRunner:
         if self._pool is broken:
             log.warning("worker_pool_rebuilt")
             self._pool = self._new_pool()
+            self._warm(self._pool)
             broken.shutdown(wait=False, cancel_futures=True)
 
     def cancel(self, job_id: str) -> None:

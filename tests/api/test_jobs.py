@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Any
 
@@ -10,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import CallbackReceiver, ImageServer, wait_for_job
+from tests.conftest import CallbackReceiver, ImageServer, wait_for_callback, wait_for_job
 
 
 async def submit(client: TestClient[Any, Any], **body: Any) -> dict[str, Any]:
@@ -310,9 +309,7 @@ async def test_callback_retries_until_delivered_and_attempts_are_visible(
     assert len(callback_receiver.received) == 3
     assert {c.headers["Authorization"] for c in callback_receiver.received} == {"Bearer tok"}
 
-    state = (await (await client.get(f"/jobs/{job['job_id']}")).json())["callback"]
-    while state["state"] != "Delivered":
-        state = (await (await client.get(f"/jobs/{job['job_id']}")).json())["callback"]
+    state = (await wait_for_callback(client, job["job_id"], "Delivered"))["callback"]
     assert [a["status_code"] for a in state["attempts"]] == [500, 503, 200]
     assert state["attempts"][0]["error"] == "receiver answered HTTP 500"
     assert state["url"] == callback_receiver.url
@@ -328,11 +325,6 @@ async def test_callback_gives_up_after_the_schedule(
         algorithm_name="test_fail",
         callback_url=callback_receiver.url,
     )
-    for _ in range(200):
-        state = (await (await client.get(f"/jobs/{job['job_id']}")).json())["callback"]
-        if state and state["state"] == "Failed":
-            break
-        await asyncio.sleep(0.05)
-    assert state["state"] == "Failed"
+    state = (await wait_for_callback(client, job["job_id"], "Failed"))["callback"]
     assert len(state["attempts"]) == 4, "first attempt plus the three retries configured"
     assert len(callback_receiver.received) == 4

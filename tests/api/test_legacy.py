@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import CallbackReceiver, ImageServer, wait_for_job
+from tests.conftest import CallbackReceiver, ImageServer, wait_for_callback
 
 
 async def test_original_submission_completes_and_calls_back_with_bearer_token(
@@ -121,5 +121,5 @@ async def test_failed_image_fails_the_job_and_calls_back_the_failure(
     assert status["error"] == callback.body["properties"]["error"]
     result = await client.get(f"/jobs/{job_id}/result")
     assert result.status == 409
-    job = await wait_for_job(client, job_id)
-    assert job["callback"]["state"] == "Delivered"
+    job = await wait_for_callback(client, job_id, "Delivered")
+    assert [a["status_code"] for a in job["callback"]["attempts"]] == [200]
