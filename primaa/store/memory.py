@@ -15,7 +15,7 @@ import builtins
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from primaa.jobs.model import (
@@ -65,6 +65,10 @@ def check_limit(limit: int) -> None:
 #: The error of a job that :meth:`MemoryStore.requeue_expired` failed; ``{}`` is its
 #: number of attempts. Shared so that the SQL store, which builds it in SQL, agrees.
 EXPIRED_ERROR = "gave up after {} attempts: the job's lease expired each time"
+
+
+def _no_delivery(_job: Job) -> Delivery | None:
+    return None
 
 
 def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,9 +149,16 @@ class MemoryStore:
             if job is not None and job.status is JobStatus.RUNNING and job.lease_owner == owner:
                 self._jobs[job_id] = job.evolve(lease_expires_at=now + lease_seconds)
 
-    async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+    async def requeue_expired(
+        self,
+        *,
+        now: float,
+        max_attempts: int,
+        delivery: Callable[[Job], Delivery | None] | None = None,
+    ) -> Requeued:
         # ``now=inf`` (every Running job, at start-up) must not become a timestamp.
         stamp = now if math.isfinite(now) else time.time()
+        changed: dict[str, Job] = {}
         retried: list[str] = []
         failed: list[Job] = []
         cancelled: list[Job] = []
@@ -158,17 +169,25 @@ class MemoryStore:
                 continue
             if job.cancel_requested:
                 stopped = job.moved_to(JobStatus.CANCELLED, stamp)
-                self._jobs[job.job_id] = stopped
+                changed[job.job_id] = stopped
                 cancelled.append(stopped)
             elif job.attempts >= max_attempts:
                 gone = job.moved_to(
                     JobStatus.FAILED, stamp, error=EXPIRED_ERROR.format(job.attempts)
                 )
-                self._jobs[job.job_id] = gone
+                changed[job.job_id] = gone
                 failed.append(gone)
             else:
-                self._jobs[job.job_id] = job.moved_to(JobStatus.PENDING, stamp)
+                changed[job.job_id] = job.moved_to(JobStatus.PENDING, stamp)
                 retried.append(job.job_id)
+        # Build every delivery before writing anything: all or nothing, like a transaction.
+        queued = [d for d in map(delivery or _no_delivery, (*failed, *cancelled)) if d is not None]
+        for d in queued:
+            if d.delivery_id in self._deliveries:
+                raise ValueError(f"delivery {d.delivery_id} already exists")
+        self._jobs.update(changed)
+        for d in queued:
+            self._deliveries[d.delivery_id] = d.evolve(payload=_json_copy(d.payload))
         return Requeued(retried=retried, failed=failed, cancelled=cancelled)
 
     async def set_progress(self, job_id: str, progress: float) -> None:

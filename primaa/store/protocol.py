@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus
@@ -79,12 +79,20 @@ class JobStore(Protocol):
     ) -> None:
         """Extend the leases ``owner`` holds on these Running jobs."""
 
-    async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+    async def requeue_expired(
+        self,
+        *,
+        now: float,
+        max_attempts: int,
+        delivery: Callable[[Job], Delivery | None] | None = None,
+    ) -> Requeued:
         """Put Running jobs whose lease expired before ``now`` back to Pending.
 
         A job that already used ``max_attempts`` attempts is failed instead (and
-        returned, so the caller can queue its failure callback); a job with
-        ``cancel_requested`` is cancelled instead, and returned likewise.
+        returned); a job with ``cancel_requested`` is cancelled instead, and
+        returned likewise. ``delivery``, when given, builds the callback of each job
+        ended that way (``None``: no callback); the deliveries are written in the
+        same transaction, so a crash cannot leave a job final without its callback.
         ``now`` may be ``inf`` (every Running job, at start-up of an exclusive
         store); the timestamps written then come from the clock.
         """

@@ -16,7 +16,7 @@ import math
 import pathlib
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import aiosqlite
@@ -415,19 +415,41 @@ class SqlStore:
         async with self._engine.begin() as conn:
             await conn.execute(_RENEW, params)
 
-    async def requeue_expired(self, *, now: float, max_attempts: int) -> Requeued:
+    async def requeue_expired(
+        self,
+        *,
+        now: float,
+        max_attempts: int,
+        delivery: Callable[[Job], Delivery | None] | None = None,
+    ) -> Requeued:
         params = {"now": now, "stamp": now if math.isfinite(now) else time.time()}
+        try:
+            return await self._requeue(params, max_attempts, delivery)
+        except IntegrityError as exc:
+            raise ValueError(f"a delivery already exists: {exc.orig}") from exc
+
+    async def _requeue(
+        self,
+        params: dict[str, Any],
+        max_attempts: int,
+        delivery: Callable[[Job], Delivery | None] | None,
+    ) -> Requeued:
         async with self._engine.begin() as conn:
-            cancelled = (await conn.execute(_REQUEUE_CANCEL, params)).all()
-            failed = (
-                await conn.execute(_REQUEUE_FAIL, {**params, "max_attempts": max_attempts})
-            ).all()
+            cancelled = [
+                _job_from_row(row) for row in (await conn.execute(_REQUEUE_CANCEL, params)).all()
+            ]
+            failed = [
+                _job_from_row(row)
+                for row in (
+                    await conn.execute(_REQUEUE_FAIL, {**params, "max_attempts": max_attempts})
+                ).all()
+            ]
             retried = (await conn.execute(_REQUEUE_RETRY, params)).scalars().all()
-        return Requeued(
-            retried=sorted(retried),
-            failed=[_job_from_row(row) for row in failed],
-            cancelled=[_job_from_row(row) for row in cancelled],
-        )
+            for ended in (*failed, *cancelled):
+                queued = delivery(ended) if delivery is not None else None
+                if queued is not None:
+                    await self._insert_delivery(conn, queued)
+        return Requeued(retried=sorted(retried), failed=failed, cancelled=cancelled)
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         async with self._engine.begin() as conn:

@@ -442,6 +442,49 @@ async def test_requeue_everything_at_start_up_keeps_timestamps_finite(store: Job
         assert math.isfinite(job.finished_at)
 
 
+async def test_requeue_expired_queues_callbacks_of_the_jobs_it_ends(store: JobStore) -> None:
+    """The failure and cancellation callbacks are written with the jobs' final states."""
+    await create_jobs(store, 3)
+    for n in range(3):
+        await run_one(store, now=T0 + 100 + n)
+    await store.request_cancel("job-0001")
+
+    def callback(job: Job) -> Delivery | None:
+        if job.job_id == "job-0002":
+            return None
+        return make_delivery(job, payload={"status": str(job.status)})
+
+    outcome = await store.requeue_expired(now=math.inf, max_attempts=1, delivery=callback)
+    assert [j.job_id for j in outcome.failed] == ["job-0000", "job-0002"]
+    assert [j.job_id for j in outcome.cancelled] == ["job-0001"]
+    (failed,) = await store.deliveries_for("job-0000")
+    assert failed.payload == {"status": "Failed"}
+    (cancelled,) = await store.deliveries_for("job-0001")
+    assert cancelled.payload == {"status": "Cancelled"}
+    assert await store.deliveries_for("job-0002") == []
+    assert {d.job_id for d in await store.due_deliveries(now=T0 + 1e6, limit=10)} == {
+        "job-0000",
+        "job-0001",
+    }
+
+
+async def test_requeue_expired_with_callbacks_is_all_or_nothing(store: JobStore) -> None:
+    """A callback that cannot be written leaves the jobs Running, to be swept again."""
+    await create_jobs(store, 2)
+    running = [await run_one(store, now=T0 + 100 + n) for n in range(2)]
+    taken = make_delivery(running[0], n=7)
+    await store.add_delivery(taken)
+
+    def clashing(job: Job) -> Delivery:
+        return make_delivery(job, delivery_id=taken.delivery_id)
+
+    with pytest.raises(ValueError, match="already exists"):
+        await store.requeue_expired(now=math.inf, max_attempts=1, delivery=clashing)
+    for job in running:
+        assert await store.get(job.job_id) == job
+    assert await store.deliveries_for(running[1].job_id) == []
+
+
 async def test_set_progress_only_moves_running_jobs(store: JobStore) -> None:
     await create_jobs(store, 2)
     job = await run_one(store)
