@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import aiohttp
 import structlog
 
+from primaa.imaging.urlguard import UnsafeUrl
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus
 from primaa.store.protocol import JobStore
 from primaa.webhooks.retry import RetryPolicy
@@ -67,15 +69,30 @@ class WebhookSender:
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                await response.read()
-                if not 200 <= status < 300:
+                if 300 <= status < 400:
+                    # A redirect is an answer, not an instruction: following it would
+                    # send the result and the token to a host the client never named.
+                    error = f"receiver answered HTTP {status}; redirects are not followed"
+                elif not 200 <= status < 300:
                     error = f"receiver answered HTTP {status}"
+                await response.read()
         except TimeoutError:
             error = f"timed out after {self._timeout.total:g} s"
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.os_error
+            if isinstance(cause, UnsafeUrl):
+                error = f"refused callback URL: {cause}"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
         except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}"
         except ValueError as exc:
             error = f"refused callback URL: {exc}"
+        except Exception as exc:
+            # Anything else is recorded as a failed attempt, so one odd delivery is
+            # retried on schedule instead of crashing the loop and being resent at once.
+            log.exception("webhook_send_error", delivery_id=delivery.delivery_id)
+            error = f"{type(exc).__name__}: {exc}"
         return DeliveryAttempt(
             at=started, status_code=status, error=error, duration=self._clock() - started
         )
@@ -110,14 +127,51 @@ class Outbox:
         self._wakeup.set()
 
     async def run(self) -> None:
-        while True:
-            self._wakeup.clear()
-            due = await self._store.due_deliveries(now=self._clock(), limit=self._concurrency)
-            if due:
-                await asyncio.gather(*(self.deliver(d) for d in due))
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+        """Keep up to ``concurrency`` deliveries in flight, each on its own task.
+
+        Deliveries do not wait for each other: a receiver that hangs until the
+        timeout holds one slot, not the whole batch. Cancelling the loop cancels
+        the deliveries in flight; they stay Pending and are sent again after a restart.
+        """
+        in_flight: dict[str, asyncio.Task[bool]] = {}
+
+        def done(delivery_id: str, task: asyncio.Task[bool]) -> None:
+            in_flight.pop(delivery_id, None)
+            if not task.cancelled() and task.result():
+                self._wakeup.set()
+
+        try:
+            while True:
+                self._wakeup.clear()
+                free = self._concurrency - len(in_flight)
+                if free > 0:
+                    due = await self._store.due_deliveries(
+                        now=self._clock(), limit=free + len(in_flight)
+                    )
+                    for delivery in due:
+                        if delivery.delivery_id in in_flight or len(in_flight) >= self._concurrency:
+                            continue
+                        task = asyncio.create_task(self._deliver_logged(delivery))
+                        in_flight[delivery.delivery_id] = task
+                        task.add_done_callback(functools.partial(done, delivery.delivery_id))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+        finally:
+            tasks = list(in_flight.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _deliver_logged(self, delivery: Delivery) -> bool:
+        """Deliver; ``False`` when the attempt could not be recorded."""
+        try:
+            await self.deliver(delivery)
+        except Exception:
+            # The store failed: the delivery stays due and is picked up again at the
+            # next poll (not at once, which would spin while the store is down).
+            log.exception("webhook_record_failed", delivery_id=delivery.delivery_id)
+            return False
+        return True
 
     async def deliver(self, delivery: Delivery) -> DeliveryStatus:
         attempt = await self._sender.send(delivery)
