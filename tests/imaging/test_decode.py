@@ -31,6 +31,10 @@ def _marked(mode: str = "RGB") -> Image.Image:
     """6x4 image, blue everywhere except a red top-left pixel."""
     im = Image.new("RGB", (6, 4), (0, 0, 255))
     im.putpixel((0, 0), RED)
+    if mode == "I;16":
+        # Pillow before 10.1 cannot convert RGB to I;16; go through 8-bit grey instead.
+        grey = np.asarray(im.convert("L"), dtype=np.uint16) * 257
+        return Image.fromarray(grey)
     return im.convert(mode) if mode != "RGB" else im
 
 
