@@ -79,12 +79,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
-    from aiohttp import web
-
+    """Serve until SIGTERM/SIGINT, then drain (see :mod:`primaa.server`) and exit 0."""
     from primaa.app import create_app
+    from primaa.server import serve
 
     app = create_app(settings, registry=registry)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    asyncio.run(serve(app, host=settings.host, port=settings.port))
     return 0
 
 

@@ -67,6 +67,8 @@ class Settings:
     max_job_timeout: float = 86400.0
     #: Submissions beyond this many unfinished jobs get 429.
     max_unfinished_jobs: int = 100_000
+    #: On SIGTERM/SIGINT, how long running jobs may go on before they are handed back.
+    shutdown_grace_seconds: float = 30.0
     webhook_timeout: float = 10.0
     #: Seconds between callback attempts after the first (Standard Webhooks' schedule).
     webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -220,6 +222,11 @@ def _validate(settings: Settings) -> None:
     ):
         require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
+    require(
+        settings.shutdown_grace_seconds >= 0,
+        "shutdown_grace_seconds",
+        "must be 0 (hand running jobs back at once) or more seconds",
+    )
     require(
         all(delay >= 0 for delay in settings.webhook_retry_schedule),
         "webhook_retry_schedule",

@@ -14,6 +14,7 @@ from primaa.jobs.errors import (
     JobError,
     JobNotFound,
     ResultNotReady,
+    ShuttingDown,
     TooManyJobs,
     UnknownAlgorithm,
     schema_messages,
@@ -67,6 +68,10 @@ def from_job_error(exc: JobError) -> ApiError:
     if isinstance(exc, TooManyJobs):
         return ApiError(
             429, "too_many_jobs", str(exc), headers={"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, ShuttingDown):
+        return ApiError(
+            503, "shutting_down", str(exc), headers={"Retry-After": str(exc.retry_after)}
         )
     return ApiError(400, "bad_request", str(exc))
 

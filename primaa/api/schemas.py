@@ -180,7 +180,7 @@ class AlgorithmDetailSchema(AlgorithmSummarySchema):
 
 
 class HealthSchema(Schema):
-    status = fields.String(validate=validate.OneOf(["ok", "degraded", "unavailable"]))
+    status = fields.String(validate=validate.OneOf(["ok", "degraded", "unavailable", "draining"]))
     version = fields.String()
     algorithms = fields.List(fields.String())
     broken_plugins = fields.List(fields.Nested(BrokenPluginSchema))

@@ -9,7 +9,7 @@ from primaa.api.algorithms import broken_plugins
 from primaa.api.apidoc import docs, response_schema
 from primaa.api.openapi import swagger_page
 from primaa.api.schemas import HealthSchema
-from primaa.appkeys import METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
+from primaa.appkeys import MANAGER, METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
 
 TAG = ["service"]
 STATIC_URL = "/docs/static"
@@ -27,6 +27,10 @@ async def health(request: web.Request) -> web.Response:
     status = "ok" if store_state == "ok" and not registry.broken else "degraded"
     if store_state != "ok":
         status = "unavailable"
+    manager = request.app.get(MANAGER)
+    if manager is not None and manager.draining:
+        # Stopping: a load balancer should send new work elsewhere; reads still work.
+        status = "draining"
     body = {
         "status": status,
         "version": __version__,
@@ -35,7 +39,7 @@ async def health(request: web.Request) -> web.Response:
         "store": store_state,
         "workers": request.app[SETTINGS].worker_count,
     }
-    return web.json_response(body, status=503 if status == "unavailable" else 200)
+    return web.json_response(body, status=503 if status in {"unavailable", "draining"} else 200)
 
 
 @docs(

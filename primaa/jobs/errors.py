@@ -61,3 +61,11 @@ class TooManyJobs(JobError):
     def __init__(self, limit: int, retry_after: int) -> None:
         super().__init__(f"{limit} jobs are already waiting or running; try again later")
         self.retry_after = retry_after
+
+
+class ShuttingDown(JobError):
+    """The service is draining before it stops: the client should retry (here or elsewhere)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the service is shutting down and takes no new jobs; try again later")
+        self.retry_after = retry_after

@@ -27,6 +27,7 @@ from primaa.jobs.errors import (
     InvalidRequest,
     JobNotFound,
     ResultNotReady,
+    ShuttingDown,
     TooManyJobs,
     UnknownAlgorithm,
     schema_messages,
@@ -45,6 +46,9 @@ from primaa.results.feature import failure_feature, result_feature
 from primaa.store.protocol import JobPage, JobStore, Requeued, StaleJob
 
 log = structlog.get_logger(__name__)
+
+#: Seconds a client is told to wait when it submits to a service that is stopping.
+SHUTDOWN_RETRY_AFTER = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,6 +124,12 @@ class JobManager:
         self._capacity = 2 * policy.cpu_slots + policy.io_slots
         self._unfinished_estimate = 0
         self._unfinished_checked_at = float("-inf")
+        #: Submissions admitted but not yet stored, and how many were stored in all:
+        #: with them a burst of concurrent submissions cannot overshoot the limit.
+        self._creating = 0
+        self._created_total = 0
+        self._admission = asyncio.Lock()
+        self._draining = False
         self._closing = False
         executor.on_progress(self._on_progress)
 
@@ -132,6 +142,8 @@ class JobManager:
         return algorithm
 
     async def submit(self, request: JobRequest, *, owner: str | None = None) -> Job:
+        if self._draining or self._closing:
+            raise ShuttingDown(retry_after=SHUTDOWN_RETRY_AFTER)
         algorithm = self.algorithm(request.algorithm)
         try:
             parameters = algorithm.Parameters().load(dict(request.parameters))
@@ -151,10 +163,27 @@ class JobManager:
                 except ValueError as exc:
                     raise InvalidRequest(field, str(exc)) from None
         await self._check_capacity()
+        try:
+            job = await self._create(algorithm.name, parameters, request, owner)
+        finally:
+            self._creating -= 1
+        self._unfinished_estimate += 1
+        self._created_total += 1
+        self._wakeup.set()
+        log.info("job_submitted", job_id=job.job_id, algorithm=job.algorithm)
+        return job
+
+    async def _create(
+        self,
+        algorithm: str,
+        parameters: Mapping[str, Any],
+        request: JobRequest,
+        owner: str | None,
+    ) -> Job:
         now = self._clock()
         job = Job(
             job_id=new_id(),
-            algorithm=algorithm.name,
+            algorithm=algorithm,
             parameters=parameters,
             image_url=request.image_url,
             image_path=str(request.image_path) if request.image_path else None,
@@ -166,22 +195,29 @@ class JobManager:
             updated_at=now,
         )
         await self.store.create(job)
-        self._unfinished_estimate += 1
-        self._wakeup.set()
-        log.info("job_submitted", job_id=job.job_id, algorithm=job.algorithm)
         return job
 
     async def _check_capacity(self) -> None:
-        """429 beyond the limit; the store count is refreshed at most once a second."""
-        now = self._clock()
-        if now - self._unfinished_checked_at > 1.0:
-            counts = await self.store.count_by_status()
-            self._unfinished_estimate = sum(
-                n for (_, status), n in counts.items() if not status.is_terminal
-            )
-            self._unfinished_checked_at = now
-        if self._unfinished_estimate >= self._policy.max_unfinished:
-            raise TooManyJobs(self._policy.max_unfinished, retry_after=5)
+        """Admit one submission (the caller must decrement ``_creating``) or raise 429.
+
+        The store count (the only one that sees other replicas and finished jobs)
+        is refreshed at most once a second; between refreshes the local count is
+        kept exact: submissions being stored count as unfinished from the moment
+        they are admitted, so concurrent submissions cannot all see the same room.
+        A refresh may count a job twice (stored during the query), never miss one.
+        """
+        async with self._admission:
+            now = self._clock()
+            if now - self._unfinished_checked_at > 1.0:
+                created_before = self._created_total
+                counts = await self.store.count_by_status()
+                self._unfinished_estimate = sum(
+                    n for (_, status), n in counts.items() if not status.is_terminal
+                ) + (self._created_total - created_before)
+                self._unfinished_checked_at = now
+            if self._unfinished_estimate + self._creating >= self._policy.max_unfinished:
+                raise TooManyJobs(self._policy.max_unfinished, retry_after=5)
+            self._creating += 1
 
     async def get(self, job_id: str, *, owner: str | None = None) -> Job:
         job = await self.store.get(job_id)
@@ -247,13 +283,15 @@ class JobManager:
         """At start-up, hand back the jobs a previous run of an exclusive store left Running."""
         if self.store.exclusive:
             outcome = await self.store.requeue_expired(
-                now=float("inf"), max_attempts=self._policy.max_attempts
+                now=float("inf"),
+                max_attempts=self._policy.max_attempts,
+                delivery=self._lease_lost_callback,
             )
             await self._after_requeue(outcome)
 
     async def run(self) -> None:
         """Claim Pending jobs while there is capacity; sleep until woken or polled."""
-        while not self._closing:
+        while not (self._closing or self._draining):
             self._wakeup.clear()
             free = self._capacity - len(self._active)
             claimed: list[Job] = []
@@ -264,6 +302,11 @@ class JobManager:
                     limit=free,
                     now=self._clock(),
                 )
+                if self._closing or self._draining:
+                    # The drain began during the claim: these never started.
+                    for job in claimed:
+                        await self._release(job)
+                    return
                 for job in claimed:
                     self._start(job)
             if len(claimed) < free or free <= 0:
@@ -295,17 +338,27 @@ class JobManager:
                         now=now,
                     )
                 outcome = await self.store.requeue_expired(
-                    now=now, max_attempts=self._policy.max_attempts
+                    now=now,
+                    max_attempts=self._policy.max_attempts,
+                    delivery=self._lease_lost_callback,
                 )
                 await self._after_requeue(outcome)
 
+    def _lease_lost_callback(self, job: Job) -> Delivery | None:
+        """The callback of a job the lease sweep ended; the store writes it with the job."""
+        return self._delivery(job, failure_feature(job)) if job.callback_url else None
+
     async def _after_requeue(self, outcome: Requeued) -> None:
-        """Call back the jobs the store ended while sweeping expired leases."""
+        """Account for the jobs the store ended while sweeping expired leases.
+
+        Their callbacks were written by the store in the same transaction (see
+        :meth:`_lease_lost_callback`): a crash here cannot lose them.
+        """
         for job in (*outcome.failed, *outcome.cancelled):
             log.warning("job_lease_lost", job_id=job.job_id, status=str(job.status))
             self._metrics.jobs_finished.labels(job.algorithm, str(job.status)).inc()
+            self._unfinished_estimate = max(0, self._unfinished_estimate - 1)
             if job.callback_url:
-                await self.store.add_delivery(self._delivery(job, failure_feature(job)))
                 self._notifier.wake()
         if outcome.retried:
             log.info("jobs_requeued", count=len(outcome.retried))
@@ -316,6 +369,35 @@ class JobManager:
         if active is not None and pct > active.progress:
             active.progress = pct
             active.progress_dirty = True
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` began: no new submissions, no new claims."""
+        return self._draining
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking work and let the algorithms already running finish within ``grace`` s.
+
+        Jobs not yet running (fetching their image, waiting for a slot) go back to
+        Pending at once, without counting an attempt: they would only delay the
+        stop. Whatever still runs when the grace ends is handed back by :meth:`close`.
+        """
+        self._draining = True
+        self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        log.info("drain_started", running=len(self._active), grace=grace)
+        while self._active and (left := deadline - loop.time()) > 0:
+            for active in list(self._active.values()):
+                if active.stage in {"fetching", "waiting"} and active.task is not None:
+                    active.task.cancel()
+            tasks = [a.task for a in self._active.values() if a.task is not None]
+            if tasks:
+                await asyncio.wait(tasks, timeout=min(left, 0.05))
+            else:
+                await asyncio.sleep(min(left, 0.05))
+        log.info("drain_finished", still_running=len(self._active))
+        await self.close()
 
     async def close(self) -> None:
         """Stop the running jobs of this process and hand them back as Pending."""
