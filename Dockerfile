@@ -1,4 +1,6 @@
 # primaa service image: SQLite in /data by default, built-in algorithms.
+# It listens on 0.0.0.0, so it needs API keys: run it with -e PRIMAA_API_KEYS=<key or
+# sha256:hex>,...; without keys `primaa serve` exits 2 unless -e PRIMAA_ALLOW_OPEN=true.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

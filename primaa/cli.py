@@ -1,4 +1,4 @@
-"""``primaa serve | algorithms | run``."""
+"""``primaa serve | algorithms | run | hash-key``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import marshmallow
 
-from primaa.config import ConfigError, Settings, load_settings
+from primaa.config import ConfigError, Settings, hash_api_key, load_settings
 from primaa.logging import configure_logging
 from primaa.plugins.algorithm import AlgorithmResult, AnyAlgorithm, AsyncAlgorithm
 from primaa.plugins.registry import AlgorithmRegistry, DuplicateAlgorithm, load_registry
@@ -23,6 +23,8 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return _hash_key()
     try:
         settings = load_settings(
             args.config,
@@ -40,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     command: str = args.command
     if command == "serve":
+        from primaa.api.auth import listen_refusal
+
+        refusal = listen_refusal(settings)
+        if refusal is not None:
+            print(f"primaa: {refusal}", file=sys.stderr)
+            return EXIT_USAGE
         return _serve(settings, registry)
     if command == "algorithms":
         return _algorithms(registry, as_json=args.json)
@@ -75,7 +83,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, help="write DIR/<image stem>.geojson per image")
     run.add_argument("--format", choices=["geojson", "qupath"], default="geojson")
+
+    commands.add_parser(
+        "hash-key",
+        help="read an API key on stdin, print its sha256: form for the api_keys setting",
+    )
     return parser
+
+
+def _hash_key() -> int:
+    """Print the ``sha256:`` form of a key, so config files can hold hashes, not keys."""
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("API key: ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        print("primaa: no key on stdin", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_api_key(key))
+    return 0
 
 
 def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:

@@ -11,8 +11,10 @@ checked at start-up; a bad one stops the service with a message naming it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -24,6 +26,21 @@ ENV_PREFIX = "PRIMAA_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Smallest worker memory limit: an idle worker already maps ~650 MB of address space
+#: (numpy/OpenBLAS, scipy, OpenCV, measured on 2 CPUs; thread buffers grow with the CPUs).
+MIN_WORKER_MEMORY_MB = 1024
+
+#: An ``api_keys`` entry with this prefix is the hex SHA-256 of a key, not the key.
+API_KEY_HASH_PREFIX = "sha256:"
+_HASHED_KEY = re.compile(r"sha256:[0-9a-f]{64}")
+#: Settings whose values a message must never repeat.
+_SECRET_SETTINGS = frozenset({"api_keys", "webhook_secret"})
+
+
+def hash_api_key(key: str) -> str:
+    """The ``sha256:<hex>`` form of an API key, which a config file may hold instead of it."""
+    return API_KEY_HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
 class ConfigError(ValueError):
@@ -65,6 +82,10 @@ class Settings:
     job_timeout: float = 3600.0
     #: No job may ask for more than this.
     max_job_timeout: float = 86400.0
+    #: After a timeout or a cancel, how long a worker may take to stop before it is killed.
+    kill_grace_seconds: float = 1.0
+    #: Address-space limit (RLIMIT_AS, virtual memory) of each worker in MB; 0: none.
+    worker_memory_limit_mb: int = 0
     #: Submissions beyond this many unfinished jobs get 429.
     max_unfinished_jobs: int = 100_000
     #: On SIGTERM/SIGINT, how long running jobs may go on before they are handed back.
@@ -74,13 +95,32 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     #: ``whsec_``-prefixed base64 key; when set, callbacks carry Standard Webhooks signatures.
     webhook_secret: str = dataclasses.field(default="", repr=False)
+    #: Keys a request must present (``X-API-Key`` or ``Authorization: Bearer``), each as
+    #: given or as ``sha256:<hex>``; kept only as hashes. None: no authentication.
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    #: Whether ``GET /metrics`` needs a key too (when keys are configured).
+    metrics_require_key: bool = True
+    #: Without API keys, listen on a non-loopback address anyway.
+    allow_open: bool = False
     #: ``auto`` (console on a terminal, JSON otherwise), ``json`` or ``console``.
     log_format: str = "auto"
     log_level: str = "info"
+    #: Log ``event_loop_blocked`` when the event loop wakes a task this much later than asked.
+    loop_lag_warning_ms: float = 20.0
     #: Entry-point names of plugins not to load.
     disabled_plugins: tuple[str, ...] = ()
     #: Extra plugin modules to load by import path, besides the entry points.
     plugins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Plain keys become hashes as soon as the settings exist, so nothing built from
+        # them (the app, its auth middleware, a repr, a traceback) ever holds a plain key.
+        entries = (entry.strip() for entry in self.api_keys)
+        hashed = tuple(
+            entry.lower() if entry.startswith(API_KEY_HASH_PREFIX) else hash_api_key(entry)
+            for entry in entries
+        )
+        object.__setattr__(self, "api_keys", hashed)
 
     @property
     def resolved_database_url(self) -> str:
@@ -172,6 +212,8 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
             return tuple(_scalar(item_type, item) for item in items if str(item).strip() != "")
         return _scalar(hint, value)
     except (ValueError, TypeError) as exc:
+        if name in _SECRET_SETTINGS:
+            raise ConfigError(f"{source}: expected text") from None
         raise ConfigError(f"{source}: {exc}") from None
 
 
@@ -219,9 +261,17 @@ def _validate(settings: Settings) -> None:
         "job_timeout",
         "max_job_timeout",
         "webhook_timeout",
+        "loop_lag_warning_ms",
     ):
         require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
+    require(settings.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")
+    require(
+        settings.worker_memory_limit_mb == 0
+        or settings.worker_memory_limit_mb >= MIN_WORKER_MEMORY_MB,
+        "worker_memory_limit_mb",
+        f"must be 0 (no limit) or at least {MIN_WORKER_MEMORY_MB}: a worker maps ~650 MB idle",
+    )
     require(
         settings.shutdown_grace_seconds >= 0,
         "shutdown_grace_seconds",
@@ -247,3 +297,9 @@ def _validate(settings: Settings) -> None:
         "webhook_secret",
         "must start with whsec_ followed by a base64 key",
     )
+    for number, entry in enumerate(settings.api_keys, 1):
+        require(
+            _HASHED_KEY.fullmatch(entry) is not None,
+            "api_keys",
+            f"entry {number} starts with sha256: but is not followed by 64 hex digits",
+        )

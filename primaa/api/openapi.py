@@ -20,6 +20,9 @@ from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
+from primaa.api.auth import public_paths
+from primaa.api.schemas import ErrorSchema
+from primaa.appkeys import SETTINGS
 from primaa.plugins.registry import AlgorithmRegistry
 
 SWAGGER_STATIC = Path(aiohttp_apispec.__file__).parent / "static"
@@ -73,7 +76,29 @@ def build_openapi(
         spec.path(path=path, operations={route.method.lower(): _operation(handler, meta, path)})
     document: dict[str, Any] = spec.to_dict()
     _describe_algorithms(document, registry, parameter_refs)
+    settings = app.get(SETTINGS)
+    if settings is not None and settings.api_keys:
+        _declare_security(document, public_paths(settings))
     return document
+
+
+def _declare_security(document: dict[str, Any], public: frozenset[str]) -> None:
+    """Either key header on every operation but the public ones, which say ``security: []``."""
+    document.setdefault("components", {})["securitySchemes"] = {
+        "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "BearerKey": {"type": "http", "scheme": "bearer", "description": "The API key."},
+    }
+    document["security"] = [{"ApiKeyHeader": []}, {"BearerKey": []}]
+    unauthorized = {
+        "description": "No valid API key",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            if path in public:
+                operation["security"] = []
+            else:
+                operation.setdefault("responses", {}).setdefault("401", unauthorized)
 
 
 def _operation(handler: Any, meta: dict[str, Any], path: str) -> dict[str, Any]:
@@ -102,13 +127,34 @@ def _operation(handler: Any, meta: dict[str, Any], path: str) -> dict[str, Any]:
     if request_body:
         operation["requestBody"] = request_body
     responses: dict[str, Any] = {}
-    for code, response in meta.get("responses", {}).items():
+    for code, response in _with_validation_errors(handler, meta).items():
         entry: dict[str, Any] = {"description": response.get("description") or _reason(code)}
         if "schema" in response:
             entry["content"] = {"application/json": {"schema": response["schema"]}}
         responses[str(code)] = entry
     operation["responses"] = responses or {"200": {"description": "OK"}}
     return operation
+
+
+def _with_validation_errors(handler: Any, meta: dict[str, Any]) -> dict[Any, Any]:
+    """The view's documented answers plus those ``validate_input`` gives for its schemas.
+
+    A view with a JSON body can get 400 (not JSON) and 413 (over ``max_body_bytes``),
+    one with a query schema 422: documenting them here keeps every view honest.
+    """
+    responses = dict(meta.get("responses", {}))
+    documented = {str(code) for code in responses}
+    locations = {(s["locations"] or ["json"])[0] for s in getattr(handler, "__schemas__", [])}
+    added: dict[int, str] = {}
+    if "json" in locations:
+        added[400] = "The body is not a JSON object"
+        added[413] = "The body is larger than the server accepts"
+    if "querystring" in locations:
+        added[422] = "Invalid query parameters"
+    for code, description in added.items():
+        if str(code) not in documented:
+            responses[code] = {"schema": ErrorSchema, "description": description}
+    return responses
 
 
 def _path_keys(path: str) -> list[str]:

@@ -58,9 +58,15 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+@docs(tags=TAG, summary="This OpenAPI 3 document")
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
+@docs(
+    tags=TAG,
+    summary="Browsable API documentation (Swagger UI)",
+    responses={200: {"description": "HTML page"}},
+)
 async def swagger_ui(request: web.Request) -> web.Response:
     return web.Response(text=swagger_page("/openapi.json", STATIC_URL), content_type="text/html")
