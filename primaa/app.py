@@ -34,6 +34,7 @@ from primaa.imaging.fetch import ImageFetcher
 from primaa.imaging.urlguard import UrlGuard, make_connector
 from primaa.jobs.manager import JobManager, ManagerPolicy
 from primaa.metrics import Metrics
+from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 from primaa.store.factory import open_store_from_url
 from primaa.store.protocol import JobStore
@@ -148,6 +149,12 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         _supervised("dispatcher", manager.run),
         _supervised("housekeeping", manager.housekeeping),
         _supervised("outbox", outbox.run),
+        _supervised(
+            "loop-lag",
+            LoopLagMonitor(
+                app[METRICS].loop_lag, warning_seconds=settings.loop_lag_warning_ms / 1000
+            ).run,
+        ),
     ]
     log.info("service_started", workers=runner.workers, algorithms=app[REGISTRY].names())
     try:

@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from primaa.jobs.model import JobStatus
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+#: Event-loop lag is normally well under a millisecond; the upper buckets tell a hiccup
+#: from a loop blocked by a synchronous call.
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class Metrics:
@@ -52,6 +55,12 @@ class Metrics:
             "primaa_http_request_duration_seconds",
             "HTTP request handling time.",
             ["method", "route"],
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "primaa_event_loop_lag_seconds",
+            "How late the event loop woke a periodic sleep (time it was blocked).",
+            buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,13 +28,20 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: Request ids are a random per-process prefix and a counter: unique across restarts and
+#: replicas, without the ``os.urandom`` system call a ``uuid4`` costs on every request
+#: (about 10 % of a status read's time in the profile; ids need not be unguessable).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
 
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, time the request, count it, and log one line for it."""
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
+    request_id = (
+        incoming if _SAFE_ID.fullmatch(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    )
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -1,0 +1,33 @@
+"""Bench algorithms, loaded with ``PRIMAA_PLUGINS=bench.plugin`` (the repo on ``PYTHONPATH``).
+
+``bench_noop`` is I/O-bound and does no work: a job of it costs exactly the
+service's overhead (fetch, decode of a tiny image, store writes, callback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from primaa import AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
+
+
+class Noop(AsyncAlgorithm):
+    name = "bench_noop"
+    version = "1"
+    summary = "Do nothing, on the event loop: measures the service's own cost per job"
+
+    async def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        height, width = image.shape[:2]
+        progress(1.0)
+        return AlgorithmResult(
+            geometry={"type": "MultiPoint", "coordinates": [[width / 2, height / 2]]},
+            measurements={"width": float(width), "height": float(height)},
+        )
+
+
+@hookimpl
+def primaa_algorithms() -> list[AsyncAlgorithm]:
+    return [Noop()]

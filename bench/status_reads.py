@@ -1,0 +1,138 @@
+"""Status reads: ``GET /status/{id}`` and ``GET /jobs/{id}``, primaa against a bare handler.
+
+Both servers run side by side on the same seeded jobs; runs alternate between
+them (and swap order each round) so that noise on this shared machine hits
+both alike. Load: 64 connections from a separate process (wrk, else aiohttp),
+random ids. Target: primaa >= 0.5 x the bare handler's requests/s.
+
+    python -m bench.status_reads [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections import defaultdict
+from pathlib import Path
+
+from bench.harness import (
+    LoadResult,
+    bare_server,
+    lag_buckets,
+    lagged_over,
+    load_tool,
+    max_lag,
+    median,
+    primaa_serve,
+    print_table,
+    run_load,
+    scratch_dir,
+    seed_store,
+    write_paths,
+)
+
+ENDPOINTS = {"status": "/status/{}", "jobs": "/jobs/{}"}
+
+
+def run(
+    quick: bool = False, sizes: tuple[int, ...] = (1000, 100_000), base: Path | None = None
+) -> None:
+    """``base``: also run primaa from that checkout (target ``base``), e.g. before a change."""
+    duration = 3.0 if quick else 10.0
+    rounds = 1 if quick else 3
+    rows = []
+    for size in sizes:
+        with scratch_dir(f"reads-{size}") as tmp:
+            ids = seed_store(tmp / "data", size)
+            paths = {
+                name: write_paths(tmp / f"{name}.txt", [pattern.format(i) for i in ids])
+                for name, pattern in ENDPOINTS.items()
+            }
+            with contextlib.ExitStack() as stack:
+                primaa = stack.enter_context(primaa_serve(tmp / "data"))
+                bare = stack.enter_context(bare_server(size, tmp))
+                targets = {"primaa": primaa.url, "bare": bare.url}
+                if base is not None:
+                    other = stack.enter_context(primaa_serve(tmp / "data", repo=base))
+                    targets["base"] = other.url
+                for url in targets.values():  # warm-up: connections, caches, page cache
+                    run_load(url, duration=1, paths_file=paths["jobs"])
+                results: dict[tuple[str, str], list[LoadResult]] = defaultdict(list)
+                lags: dict[str, list[str]] = defaultdict(list)
+                blocked: dict[str, int] = defaultdict(int)
+                for round_ in range(rounds):
+                    names = list(targets)
+                    order = names[round_ % len(names) :] + names[: round_ % len(names)]
+                    for endpoint in ENDPOINTS:
+                        for target in order:
+                            before = lag_buckets(primaa.url)
+                            result = run_load(
+                                targets[target], duration=duration, paths_file=paths[endpoint]
+                            )
+                            assert isinstance(result, LoadResult)
+                            results[endpoint, target].append(result)
+                            if target == "primaa":
+                                after = lag_buckets(primaa.url)
+                                lags[endpoint].append(max_lag(before, after))
+                                blocked[endpoint] += lagged_over(before, after, 20)
+            for endpoint in ENDPOINTS:
+                bare_rps = median([r.rps for r in results[endpoint, "bare"]])
+                for target in targets:
+                    runs = results[endpoint, target]
+                    rps = median([r.rps for r in runs])
+                    rows.append(
+                        [
+                            f"{size:,}",
+                            ENDPOINTS[endpoint].format("{id}"),
+                            target,
+                            rps,
+                            median([r.p50_ms for r in runs]),
+                            median([r.p99_ms for r in runs]),
+                            sum(r.errors for r in runs),
+                            _worst(lags[endpoint]) if target == "primaa" else "",
+                            blocked[endpoint] if target == "primaa" else "",
+                            f"{rps / bare_rps:.2f}",
+                        ]
+                    )
+    print_table(
+        f"Status reads, 64 connections, {load_tool()}, median of {rounds} x {duration:g} s"
+        " alternating (target: primaa/bare >= 0.5)",
+        [
+            "jobs",
+            "endpoint",
+            "server",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "max loop lag",
+            "lags>20ms",
+            "vs bare",
+        ],
+        rows,
+    )
+
+
+def _worst(labels: list[str]) -> str:
+    """The largest of ``max_lag`` labels such as ``<=5 ms`` / ``>5000 ms``."""
+
+    def key(label: str) -> float:
+        if label == "-":
+            return -1.0
+        value = float(label.strip("<=> ms"))
+        return value + (0.5 if label.startswith(">") else 0.0)
+
+    return max(labels, key=key) if labels else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--base", type=Path, help="another checkout to compare, side by side")
+    args = parser.parse_args()
+    run(args.quick, tuple(args.sizes), args.base)
+
+
+if __name__ == "__main__":
+    main()
