@@ -30,7 +30,8 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     if json_output:
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        # Plain tracebacks: rich's would print frame locals, and a local may hold a token.
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -1,0 +1,46 @@
+"""Log output never carries secrets, in either format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from primaa.logging import configure_logging
+
+TOKEN = "cb-token-5f1e2d"
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def _fail_holding_a_token(callback_token: str) -> None:
+    raise ValueError("the algorithm broke")
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_traceback_does_not_print_the_locals_that_hold_a_token(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(log_format, "info")
+    log = structlog.get_logger("test")
+    try:
+        _fail_holding_a_token(TOKEN)
+    except ValueError:
+        log.exception("job_failed")
+    err = capsys.readouterr().err
+    assert "the algorithm broke" in err
+    assert TOKEN not in err
+
+
+@pytest.mark.parametrize("key", ["callback_token", "api_key", "authorization", "token"])
+def test_secret_fields_are_redacted(key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "info")
+    structlog.get_logger("test").info("event", **{key: TOKEN})
+    err = capsys.readouterr().err
+    assert TOKEN not in err
+    assert '"***"' in err
