@@ -9,6 +9,7 @@ import marshmallow
 from aiohttp import web
 
 from primaa.jobs.errors import (
+    CannotRedeliver,
     InvalidParameters,
     InvalidRequest,
     JobError,
@@ -65,6 +66,8 @@ def from_job_error(exc: JobError) -> ApiError:
         return ApiError(422, "invalid_request", str(exc), {exc.field: [exc.message]})
     if isinstance(exc, ResultNotReady):
         return ApiError(409, "no_result", str(exc), {"status": str(exc.status)})
+    if isinstance(exc, CannotRedeliver):
+        return ApiError(409, "cannot_redeliver", str(exc))
     if isinstance(exc, TooManyJobs):
         return ApiError(
             429, "too_many_jobs", str(exc), headers={"Retry-After": str(exc.retry_after)}

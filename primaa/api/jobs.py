@@ -9,6 +9,7 @@ from typing import Any
 
 import marshmallow
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from primaa.api.apidoc import docs, json_schema, querystring_schema, response_schema
 from primaa.api.errors import ApiError, validation_error
@@ -110,20 +111,27 @@ async def _upload_request(request: web.Request) -> JobRequest:
     image_path: Path | None = None
     fields: dict[str, Any] = {}
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise ApiError(400, "bad_request", "nested multipart bodies are not supported")
-            if part.name == "image":
-                if image_path is not None:
-                    raise ApiError(400, "bad_request", "more than one `image` part")
-                image_path = upload_dir / f"{uuid.uuid4().hex}.img"
-                try:
-                    await spool_part(part, image_path, settings.max_image_bytes)
-                except FetchError as exc:
-                    raise ApiError(413, "too_large", str(exc)) from None
-            elif part.name:
-                fields[part.name] = await part.text()
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise ApiError(400, "bad_request", "nested multipart bodies are not supported")
+                if part.name == "image":
+                    if image_path is not None:
+                        raise ApiError(400, "bad_request", "more than one `image` part")
+                    image_path = upload_dir / f"{uuid.uuid4().hex}.img"
+                    try:
+                        await spool_part(part, image_path, settings.max_image_bytes)
+                    except FetchError as exc:
+                        raise ApiError(413, "too_large", str(exc)) from None
+                elif part.name:
+                    fields[part.name] = await part.text()
+        except (ValueError, HttpProcessingError) as exc:
+            # aiohttp's multipart reader says "no boundary" or "not UTF-8" with a
+            # ValueError and "invalid part header" with BadHttpMessage: the body is
+            # malformed, not our bug.
+            message = getattr(exc, "message", None) or str(exc)
+            raise ApiError(400, "bad_multipart", f"malformed multipart body: {message}") from None
         if image_path is None:
             raise ApiError(
                 422, "validation_error", "missing the `image` part", {"image": ["required"]}
@@ -131,7 +139,7 @@ async def _upload_request(request: web.Request) -> JobRequest:
         if "parameters" in fields:
             try:
                 fields["parameters"] = json.loads(fields["parameters"])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 raise ApiError(
                     422,
                     "validation_error",
@@ -156,7 +164,14 @@ async def _upload_request(request: web.Request) -> JobRequest:
     )
 
 
-@docs(tags=TAG, summary="List jobs, newest first", responses={422: {"schema": ErrorSchema}})
+@docs(
+    tags=TAG,
+    summary="List jobs, newest first",
+    responses={
+        400: {"schema": ErrorSchema, "description": "`cursor` is not one this service gave out"},
+        422: {"schema": ErrorSchema, "description": "Invalid query parameters"},
+    },
+)
 @querystring_schema(JobListQuerySchema)
 @response_schema(JobPageSchema, 200)
 async def list_jobs(request: web.Request) -> web.Response:
@@ -214,3 +229,27 @@ async def cancel_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job = await manager.cancel(request.match_info["job_id"], owner=owner_of(request))
     return web.json_response(present_job(job), status=202)
+
+
+@docs(
+    tags=TAG,
+    summary="Send a finished job's callback again",
+    description=(
+        "Queues a new delivery of the job's final Feature (the same payload as the first"
+        " callback) to its callback URL. It is a new message: it gets a new `delivery_id`,"
+        " sent as `webhook-id`, so receivers that de-duplicate do not drop it. It then"
+        " retries on the usual schedule; `callback` in the answer shows it."
+    ),
+    responses={
+        404: {"schema": ErrorSchema, "description": "No such job"},
+        409: {"schema": ErrorSchema, "description": "The job is not finished or has no callback"},
+    },
+)
+@response_schema(JobSchema, 202, description="Queued; `callback.delivery_id` names the new one")
+async def redeliver_callback(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    owner = owner_of(request)
+    job_id = request.match_info["job_id"]
+    await manager.redeliver(job_id, owner=owner)
+    job = await manager.get(job_id, owner=owner)
+    return web.json_response(present_job(job, await manager.deliveries(job)), status=202)

@@ -17,6 +17,7 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/jobs/{job_id}", jobs.get_job, allow_head=False)
     router.add_get("/jobs/{job_id}/result", jobs.get_result, allow_head=False)
     router.add_post("/jobs/{job_id}/cancel", jobs.cancel_job)
+    router.add_post("/jobs/{job_id}/callback", jobs.redeliver_callback)
     router.add_get("/algorithms", algorithms.list_algorithms, allow_head=False)
     router.add_get("/algorithms/{name}", algorithms.get_algorithm, allow_head=False)
     router.add_get("/health", service.health, allow_head=False)

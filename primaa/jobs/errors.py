@@ -57,6 +57,14 @@ class ResultNotReady(JobError):
         self.status = status
 
 
+class CannotRedeliver(JobError):
+    """A callback cannot be sent again: the job is not final or has no callback URL."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id} {reason}")
+        self.job_id = job_id
+
+
 class TooManyJobs(JobError):
     def __init__(self, limit: int, retry_after: int) -> None:
         super().__init__(f"{limit} jobs are already waiting or running; try again later")

@@ -23,6 +23,7 @@ import structlog
 from primaa.imaging.decode import ImageDecodeError, decode_image
 from primaa.imaging.fetch import FetchError
 from primaa.jobs.errors import (
+    CannotRedeliver,
     InvalidParameters,
     InvalidRequest,
     JobNotFound,
@@ -253,6 +254,32 @@ class JobManager:
     async def deliveries(self, job: Job) -> builtins.list[Delivery]:
         """The callback deliveries of a job the caller already read (and may see)."""
         return await self.store.deliveries_for(job.job_id) if job.callback_url else []
+
+    async def redeliver(self, job_id: str, *, owner: str | None = None) -> Delivery:
+        """Queue the final job's callback again, as a new message with a new delivery id.
+
+        Receivers de-duplicate on ``webhook-id``; a redelivery is asked for because
+        the first message was lost or mishandled, so it must not be dropped as a
+        duplicate. The payload is the one sent first (the job's final Feature). An
+        earlier delivery still retrying keeps its own schedule.
+        """
+        job = await self.get(job_id, owner=owner)
+        if not job.status.is_terminal:
+            raise CannotRedeliver(job_id, f"is {job.status}; only a finished job calls back")
+        if not job.callback_url:
+            raise CannotRedeliver(job_id, "has no callback URL")
+        earlier = await self.store.deliveries_for(job_id)
+        if earlier:
+            payload = min(earlier, key=lambda d: d.created_at).payload
+        elif job.status is JobStatus.COMPLETED:
+            payload = await self.store.get_result(job_id) or failure_feature(job)
+        else:
+            payload = failure_feature(job)
+        delivery = self._delivery(job, payload)
+        await self.store.add_delivery(delivery)
+        self._notifier.wake()
+        log.info("job_redelivery", job_id=job_id, delivery_id=delivery.delivery_id)
+        return delivery
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel at once when Pending; when Running, stop at the next progress report."""
