@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from primaa import __version__
+from primaa.api.auth import api_key_auth
 from primaa.api.middlewares import errors_as_json, request_context, validate_input
 from primaa.api.openapi import build_openapi
 from primaa.api.routes import add_routes
@@ -53,7 +54,7 @@ def create_app(
 ) -> web.Application:
     """Build the application; ``registry`` and ``store`` may be injected (tests, embedding)."""
     app = web.Application(
-        middlewares=[request_context, errors_as_json, validate_input],
+        middlewares=[request_context, errors_as_json, api_key_auth(settings), validate_input],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -101,6 +102,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         plugin_modules=settings.plugins,
         log_format="json" if settings.log_format == "auto" else settings.log_format,
         log_level=settings.log_level,
+        kill_grace=settings.kill_grace_seconds,
+        memory_limit_mb=settings.worker_memory_limit_mb,
     )
     runner.start()
     sender = WebhookSender(

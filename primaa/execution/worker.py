@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import time
 from collections.abc import Mapping
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
-
-if TYPE_CHECKING:
-    from multiprocessing.queues import Queue
 
 from primaa.imaging.decode import decode_image
 from primaa.logging import configure_logging
@@ -25,16 +24,20 @@ from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 
 #: Messages from workers to the service: ("started", job_id, pid) and ("progress", job_id, pct);
-#: ``None`` tells the reader thread to stop.
+#: the service itself sends ("sync", token, 0) and ``None`` (stop) to its reader thread.
 WorkerEvent = tuple[str, str, float]
-if TYPE_CHECKING:
-    EventQueue = Queue[WorkerEvent | None]
+
+#: The write end of the events pipe, shared by every worker. Not a ``multiprocessing.Queue``:
+#: its feeder thread loses a "started" sent just before the process dies, and its write lock
+#: stays taken forever if a worker is killed holding it. A pickled event is well under
+#: PIPE_BUF (4 KiB), so each ``send`` is one atomic write(2) and needs no lock.
+EventSender = Connection
 
 #: Least time between two progress messages of one job.
 PROGRESS_INTERVAL = 0.2
 
 _registry: AlgorithmRegistry | None = None
-_events: EventQueue | None = None
+_events: EventSender | None = None
 _cancel_dir: Path | None = None
 
 
@@ -51,19 +54,54 @@ class WorkRequest:
 
 
 def initialize(
-    events: EventQueue,
+    events: EventSender,
     cancel_dir: str,
     disabled_plugins: tuple[str, ...],
     plugin_modules: tuple[str, ...],
     log_format: str,
     log_level: str,
+    memory_limit_mb: int = 0,
 ) -> None:
-    """Pool initializer: load the plugins once for the life of the process."""
+    """Pool initializer: load the plugins once for the life of the process, then cap its memory."""
     global _registry, _events, _cancel_dir
     configure_logging(log_format, log_level)
     _events = events
     _cancel_dir = Path(cancel_dir)
     _registry = load_registry(disabled=disabled_plugins, modules=plugin_modules)
+    if memory_limit_mb:
+        limit_address_space(memory_limit_mb)
+
+
+def limit_address_space(limit_mb: int) -> None:
+    """Cap the worker's address space so a runaway algorithm gets a ``MemoryError``.
+
+    RLIMIT_AS counts virtual memory, not resident memory: the libraries' mappings
+    (numpy/OpenBLAS and OpenCV thread buffers, scipy) count in full although little of
+    them is touched. It is set after the plugins are loaded so that a limit too low
+    fails the jobs with a clear message instead of failing every worker start (which
+    would rebuild the pool forever).
+    """
+    limit = limit_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    mapped = _mapped_mb()
+    if mapped is not None and mapped > limit_mb * 0.8:
+        structlog.get_logger(__name__).warning(
+            "worker_memory_limit_low", limit_mb=limit_mb, idle_mapped_mb=mapped
+        )
+
+
+def _mapped_mb() -> int | None:
+    """The process's virtual size (VmSize) in MB, where /proc tells it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
 
 
 def cancel_flag(cancel_dir: Path, job_id: str) -> Path:
@@ -74,7 +112,7 @@ def cancel_flag(cancel_dir: Path, job_id: str) -> Path:
 class WorkerProgress:
     """Sends throttled progress to the service and notices cancellation."""
 
-    def __init__(self, job_id: str, events: EventQueue | None, flag: Path) -> None:
+    def __init__(self, job_id: str, events: EventSender | None, flag: Path) -> None:
         self._job_id = job_id
         self._events = events
         self._flag = flag
@@ -88,17 +126,28 @@ class WorkerProgress:
         if self._events is not None and now - self._last_sent >= PROGRESS_INTERVAL:
             self._last_sent = now
             pct = round(min(max(fraction, 0.0), 1.0) * 100.0, 1)
-            self._events.put(("progress", self._job_id, pct))
+            self._events.send(("progress", self._job_id, pct))
 
 
 def run_job(request: WorkRequest) -> AlgorithmResult:
-    """Decode the spooled image and run the algorithm on it."""
+    """Decode the spooled image and run the algorithm on it.
+
+    A ``MemoryError`` (numpy raises a subclass that needs numpy to unpickle) comes
+    back as a plain one, which the pool reports as the job running out of memory.
+    """
+    try:
+        return _run_job(request)
+    except MemoryError as exc:
+        raise MemoryError(str(exc)) from None
+
+
+def _run_job(request: WorkRequest) -> AlgorithmResult:
     if _registry is None or _cancel_dir is None:
         raise RuntimeError("worker process was not initialised")
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=request.job_id, request_id=request.request_id)
     if _events is not None:
-        _events.put(("started", request.job_id, float(os.getpid())))
+        _events.send(("started", request.job_id, float(os.getpid())))
     algorithm = _registry.get(request.algorithm)
     if not isinstance(algorithm, Algorithm):
         raise LookupError(f"algorithm {request.algorithm!r} is not available in the worker")

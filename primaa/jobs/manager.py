@@ -34,7 +34,15 @@ from primaa.jobs.errors import (
     schema_messages,
 )
 from primaa.jobs.model import Delivery, Job, JobStatus, new_id
-from primaa.jobs.ports import CpuExecutor, ImageSource, Notifier, WorkerLost
+from primaa.jobs.ports import (
+    CpuExecutor,
+    ImageSource,
+    JobInterrupted,
+    Notifier,
+    OutOfMemory,
+    WorkerCrashed,
+    WorkerLost,
+)
 from primaa.metrics import Metrics
 from primaa.plugins.algorithm import (
     AlgorithmResult,
@@ -282,7 +290,8 @@ class JobManager:
         return delivery
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
-        """Cancel at once when Pending; when Running, stop at the next progress report."""
+        """Cancel at once when Pending; when Running, stop at the next progress report
+        (the executor kills a worker that has not stopped within its grace)."""
         job = await self.get(job_id, owner=owner)
         if job.status is JobStatus.PENDING:
             with contextlib.suppress(StaleJob):
@@ -463,6 +472,13 @@ class JobManager:
                 raise
         except JobCancelled:
             await self._finish(job, JobStatus.CANCELLED, error="cancelled")
+        except WorkerCrashed as exc:
+            await self._finish(job, JobStatus.FAILED, error=str(exc))
+        except JobInterrupted as exc:
+            if active.cancel_requested:
+                await self._finish(job, JobStatus.CANCELLED, error="cancelled")
+            else:
+                await self._retry(job, reason=str(exc), counted=False)
         except WorkerLost as exc:
             if job.attempts < self._policy.max_attempts:
                 await self._retry(job, reason=str(exc))
@@ -566,11 +582,23 @@ class JobManager:
             next_attempt_at=self._clock(),
         )
 
-    async def _retry(self, job: Job, *, reason: str) -> None:
-        log.warning("job_error_retry", job_id=job.job_id, attempts=job.attempts, error=reason)
+    async def _retry(self, job: Job, *, reason: str, counted: bool = True) -> None:
+        """Back to Pending. An uncounted retry (a neighbour's worker died) gives the attempt back:
+        it cannot loop, since each interruption costs the job that caused it its only attempt.
+        """
+        attempts = job.attempts if counted else max(job.attempts - 1, 0)
+        log.warning(
+            "job_error_retry",
+            job_id=job.job_id,
+            attempts=job.attempts,
+            counted=counted,
+            error=reason,
+        )
         with contextlib.suppress(StaleJob):
             await asyncio.shield(
-                self.store.finish(job.moved_to(JobStatus.PENDING), expected=JobStatus.RUNNING)
+                self.store.finish(
+                    job.moved_to(JobStatus.PENDING, attempts=attempts), expected=JobStatus.RUNNING
+                )
             )
 
     async def _release(self, job: Job) -> None:
@@ -595,6 +623,6 @@ class _TimedOut(Exception):
 
 def _describe(exc: BaseException) -> str:
     """A client-safe message: ours as they are, an algorithm's bug with its exception type."""
-    if isinstance(exc, ImageDecodeError | FetchError | _TimedOut | UnknownAlgorithm):
+    if isinstance(exc, ImageDecodeError | FetchError | _TimedOut | UnknownAlgorithm | OutOfMemory):
         return str(exc)
     return f"the algorithm failed: {type(exc).__name__}: {exc}"

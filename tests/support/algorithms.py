@@ -1,4 +1,5 @@
-"""Algorithms for exercising the service: slow with progress, crashing, failing, async.
+"""Algorithms for exercising the service: slow with progress, crashing, failing, async,
+spinning without progress reports, and eating memory.
 
 Loaded into the service and its workers with the ``plugins`` setting
 (``tests.support.algorithms``), exactly as an operator loads a module plugin.
@@ -7,14 +8,19 @@ Loaded into the service and its workers with the ``plugins`` setting
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import resource
+import signal
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from marshmallow import Schema, fields
 
 from primaa import Algorithm, AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
+from primaa.execution.worker import PROGRESS_INTERVAL
 
 
 class SleepParameters(Schema):
@@ -61,6 +67,80 @@ class Crash(Algorithm):
         os._exit(3)
 
 
+class Segfault(Algorithm):
+    """Dereferences NULL in C: a real SIGSEGV, as a buggy extension would."""
+
+    name = "test_segfault"
+    version = "1"
+    summary = "Crash the worker with a segmentation fault"
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        ctypes.string_at(0)
+        raise AssertionError("survived a segfault")
+
+
+class SigKill(Algorithm):
+    """Sends itself SIGKILL, as the out-of-memory killer would."""
+
+    name = "test_sigkill"
+    version = "1"
+    summary = "Kill the worker with SIGKILL"
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("survived SIGKILL")
+
+
+class SpinParameters(Schema):
+    seconds = fields.Float(load_default=60.0)
+
+
+class Spin(Algorithm):
+    """Busy for a while, never noticing a cancellation, like a long call into C.
+
+    It reports progress once on entry, only so that tests can see it is in its worker.
+    """
+
+    name = "test_spin"
+    version = "1"
+    summary = "Busy loop without progress reports"
+    Parameters = SpinParameters
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        time.sleep(PROGRESS_INTERVAL)  # so the report is not throttled away
+        progress(0.01)
+        deadline = time.monotonic() + parameters["seconds"]
+        while time.monotonic() < deadline:
+            pass
+        return _shape_result(image, pid=float(os.getpid()))
+
+
+class HogParameters(Schema):
+    megabytes = fields.Integer(load_default=2048)
+
+
+class Hog(Algorithm):
+    """Allocates a large array, as an algorithm given a huge image would."""
+
+    name = "test_hog"
+    version = "1"
+    summary = "Allocate a lot of memory"
+    Parameters = HogParameters
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        block = np.zeros(parameters["megabytes"] * 2**20, dtype=np.uint8)
+        return _shape_result(image, allocated=float(block.nbytes))
+
+
 class Fail(Algorithm):
     name = "test_fail"
     version = "1"
@@ -92,4 +172,4 @@ class AsyncSleep(AsyncAlgorithm):
 
 @hookimpl
 def primaa_algorithms() -> list[Algorithm | AsyncAlgorithm]:
-    return [Sleep(), Crash(), Fail(), AsyncSleep()]
+    return [Sleep(), Crash(), Segfault(), SigKill(), Spin(), Hog(), Fail(), AsyncSleep()]
