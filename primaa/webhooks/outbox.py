@@ -134,9 +134,13 @@ class Outbox:
         the deliveries in flight; they stay Pending and are sent again after a restart.
         """
         in_flight: dict[str, asyncio.Task[bool]] = {}
+        # Deliveries that finished while a due-query was running: that query may have
+        # read them before their attempt was recorded, and must not send them again.
+        settled: set[str] = set()
 
         def done(delivery_id: str, task: asyncio.Task[bool]) -> None:
             in_flight.pop(delivery_id, None)
+            settled.add(delivery_id)
             if not task.cancelled() and task.result():
                 self._wakeup.set()
 
@@ -145,11 +149,13 @@ class Outbox:
                 self._wakeup.clear()
                 free = self._concurrency - len(in_flight)
                 if free > 0:
+                    settled.clear()
                     due = await self._store.due_deliveries(
                         now=self._clock(), limit=free + len(in_flight)
                     )
                     for delivery in due:
-                        if delivery.delivery_id in in_flight or len(in_flight) >= self._concurrency:
+                        busy = delivery.delivery_id in in_flight or delivery.delivery_id in settled
+                        if busy or len(in_flight) >= self._concurrency:
                             continue
                         task = asyncio.create_task(self._deliver_logged(delivery))
                         in_flight[delivery.delivery_id] = task

@@ -1,0 +1,74 @@
+"""The outbox sends each due delivery once, even when a poll overlaps a delivery in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from primaa.jobs.model import Delivery, Job
+from primaa.store.memory import MemoryStore
+from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.webhooks.retry import RetryPolicy
+
+
+class SnapshotThenStall(MemoryStore):
+    """Reads due deliveries, then takes a while to answer, as a busy database does."""
+
+    async def due_deliveries(self, *, now: float, limit: int) -> list[Delivery]:
+        rows = await super().due_deliveries(now=now, limit=limit)
+        await asyncio.sleep(0.3)
+        return rows
+
+
+async def test_a_delivery_that_settles_during_a_poll_is_not_sent_again(
+    aiohttp_server: Callable[..., Any],
+) -> None:
+    received: collections.Counter[str] = collections.Counter()
+
+    async def receive(request: web.Request) -> web.Response:
+        received[(await request.json())["n"]] += 1
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/cb", receive)
+    server = await aiohttp_server(app)
+    store = SnapshotThenStall()
+    await store.open()
+
+    async def queue(n: str) -> None:
+        await store.create(Job(job_id=f"job-{n}", algorithm="a", parameters={}))
+        await store.add_delivery(
+            Delivery(
+                delivery_id=f"msg-{n}",
+                job_id=f"job-{n}",
+                url=str(server.make_url("/cb")),
+                payload={"n": n},
+            )
+        )
+        outbox.wake()
+
+    async with aiohttp.ClientSession() as session:
+        outbox = Outbox(store, WebhookSender(session, timeout=5), RetryPolicy(schedule=(60,)))
+        loop = asyncio.create_task(outbox.run())
+        await queue("first")
+        await asyncio.sleep(0.05)
+        await queue("second")
+        for _ in range(100):
+            states = [
+                d.status
+                for n in ("first", "second")
+                for d in await store.deliveries_for(f"job-{n}")
+            ]
+            if states == ["Delivered", "Delivered"]:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert received == {"first": 1, "second": 1}
