@@ -148,25 +148,30 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MANAGER] = manager
     app[OUTBOX] = outbox
     await manager.recover()
-    tasks = [
+    store_loops = [
         _supervised("dispatcher", manager.run),
         _supervised("housekeeping", manager.housekeeping),
         _supervised("outbox", outbox.run),
-        _supervised(
-            "loop-lag",
-            LoopLagMonitor(
-                app[METRICS].loop_lag, warning_seconds=settings.loop_lag_warning_ms / 1000
-            ).run,
-        ),
     ]
+    monitor = _supervised(
+        "loop-lag",
+        LoopLagMonitor(
+            app[METRICS].loop_lag, warning_seconds=settings.loop_lag_warning_ms / 1000
+        ).run,
+    )
     log.info("service_started", workers=runner.workers, algorithms=app[REGISTRY].names())
     try:
         yield
     finally:
+        # Loops that write to the store stop at their next step rather than being
+        # cancelled mid-write (a database thread finishing after the event loop
+        # closed is an error); whatever has not stopped in time is cancelled.
         await manager.close()
-        for task in tasks:
+        outbox.stop()
+        _, late = await asyncio.wait(store_loops, timeout=settings.webhook_timeout + 1.0)
+        for task in (*late, monitor):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*store_loops, monitor, return_exceptions=True)
         await runner.close()
 
 

@@ -140,6 +140,7 @@ class JobManager:
         self._admission = asyncio.Lock()
         self._draining = False
         self._closing = False
+        self._stopped = asyncio.Event()
         executor.on_progress(self._on_progress)
 
     # -- client-facing operations ---------------------------------------------------------
@@ -357,8 +358,11 @@ class JobManager:
     async def housekeeping(self) -> None:
         """Renew leases, flush progress, and requeue jobs whose lease expired elsewhere."""
         last_renewal = self._clock()
-        while True:
-            await asyncio.sleep(self._policy.housekeeping_interval)
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._policy.housekeeping_interval)
+            if self._closing:
+                return
             now = self._clock()
             for job_id, active in list(self._active.items()):
                 if active.progress_dirty:
@@ -436,9 +440,14 @@ class JobManager:
         await self.close()
 
     async def close(self) -> None:
-        """Stop the running jobs of this process and hand them back as Pending."""
+        """Stop the running jobs of this process and hand them back as Pending.
+
+        The dispatcher and housekeeping loops return at their next step, so none
+        of them is cut off in the middle of a store write.
+        """
         self._closing = True
         self._wakeup.set()
+        self._stopped.set()
         tasks = [a.task for a in self._active.values() if a.task is not None]
         for job_id in list(self._active):
             self._executor.cancel(job_id)

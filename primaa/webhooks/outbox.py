@@ -118,6 +118,7 @@ class Outbox:
         self._poll_interval = poll_interval
         self._clock = clock
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._listeners: list[AttemptListener] = []
 
     def on_attempt(self, listener: AttemptListener) -> None:
@@ -126,12 +127,19 @@ class Outbox:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Finish the deliveries in flight, start no new ones, and return from :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+
     async def run(self) -> None:
         """Keep up to ``concurrency`` deliveries in flight, each on its own task.
 
         Deliveries do not wait for each other: a receiver that hangs until the
         timeout holds one slot, not the whole batch. Cancelling the loop cancels
         the deliveries in flight; they stay Pending and are sent again after a restart.
+        After :meth:`stop`, the loop lets the deliveries in flight finish (each is
+        bounded by the sender's timeout) so no attempt is cut off mid-write.
         """
         in_flight: dict[str, asyncio.Task[bool]] = {}
         # Deliveries that finished while a due-query was running: that query may have
@@ -145,7 +153,7 @@ class Outbox:
                 self._wakeup.set()
 
         try:
-            while True:
+            while not self._stopping:
                 self._wakeup.clear()
                 free = self._concurrency - len(in_flight)
                 if free > 0:
@@ -162,6 +170,8 @@ class Outbox:
                         task.add_done_callback(functools.partial(done, delivery.delivery_id))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+            if in_flight:
+                await asyncio.wait(list(in_flight.values()))
         finally:
             tasks = list(in_flight.values())
             for task in tasks:
