@@ -15,9 +15,6 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from shapely.geometry import Point
-from shapely.geometry.polygon import orient
-
 from primaa.plugins.algorithm import AlgorithmResult
 
 #: Namespace for ids derived from a job id, so one job always exports the same ids.
@@ -141,6 +138,10 @@ def _as_qupath_geometry(part: dict[str, Any], point_radius: float | None) -> dic
     if part["type"] != "Point" or point_radius is None:
         return part
     x, y = part["coordinates"][:2]
+    # Shapely only for this rare export form, so the service process does not load it.
+    from shapely.geometry import Point
+    from shapely.geometry.polygon import orient
+
     disk = orient(Point(float(x), float(y)).buffer(point_radius, quad_segs=4), sign=1.0)
     ring = [[float(px), float(py)] for px, py in disk.exterior.coords]
     return {"type": "Polygon", "coordinates": [ring]}

@@ -10,7 +10,6 @@ import numpy.typing as npt
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBImage
-from primaa.plugins.builtin import nuclei_detector
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
 
 #: Suits 20x-40x H&E (0.25-0.5 µm per pixel), where nuclei are 5-11 µm across.
@@ -136,6 +135,9 @@ class NucleiDetection(Algorithm):
     def run(
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
     ) -> AlgorithmResult:
+        # Imported here, in the worker: the service process only needs the schema (no SciPy).
+        from primaa.plugins.builtin import nuclei_detector
+
         h_vec: Sequence[float] = parameters.get("hematoxylin_vector") or HEMATOXYLIN
         e_vec: Sequence[float] = parameters.get("eosin_vector") or EOSIN
         points = nuclei_detector.detect_nuclei_tiled(
