@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -51,6 +52,7 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.http_duration = Histogram(
             "primaa_http_request_duration_seconds",
             "HTTP request handling time.",
@@ -63,6 +65,20 @@ class Metrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count and time one request; the labelled children are looked up once per route."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
+            )
+            self._request_children[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
 
     def set_job_counts(self, counts: Mapping[tuple[str, JobStatus], int]) -> None:
         self.jobs.clear()

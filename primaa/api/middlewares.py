@@ -58,9 +58,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - started
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics = request.app[METRICS]
-        metrics.http_requests.labels(request.method, route, str(status)).inc()
-        metrics.http_duration.labels(request.method, route).observe(elapsed)
+        request.app[METRICS].observe_request(request.method, route, status, elapsed)
         log.info(
             "request",
             method=request.method,
