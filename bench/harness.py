@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus
-from primaa.store.sql import SqlStore
+from primaa.store.sql import SqlStore, delivery_row, job_row
 from primaa.store.tables import deliveries, delivery_attempts, jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,22 +296,9 @@ def seed_store(data_dir: Path, count: int, batch: int = 5000) -> list[str]:
             for index in range(start, min(start + batch, count)):
                 job, delivery = seeded_job(index)
                 ids.append(job.job_id)
-                row = {f.name: getattr(job, f.name) for f in dataclasses.fields(Job)}
-                row["status"] = job.status.value
-                job_rows.append(row)
+                job_rows.append(job_row(job))
                 if delivery is not None:
-                    delivery_rows.append(
-                        {
-                            "delivery_id": delivery.delivery_id,
-                            "job_id": delivery.job_id,
-                            "url": delivery.url,
-                            "token": delivery.token,
-                            "payload": delivery.payload,
-                            "status": delivery.status.value,
-                            "next_attempt_at": delivery.next_attempt_at,
-                            "created_at": delivery.created_at,
-                        }
-                    )
+                    delivery_rows.append(delivery_row(delivery))
                     attempt_rows.extend(
                         {"delivery_id": delivery.delivery_id, **dataclasses.asdict(a)}
                         for a in delivery.attempts
