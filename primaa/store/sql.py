@@ -34,7 +34,7 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.store.memory import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
+from primaa.store.common import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
 from primaa.store.protocol import JobPage, Requeued, StaleJob
 from primaa.store.tables import deliveries, delivery_attempts, jobs, results
 
