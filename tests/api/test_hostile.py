@@ -470,9 +470,11 @@ async def test_broken_images_fail_quickly_with_the_cause_and_little_memory(
     client = await start(
         aiohttp_client,
         tmp_path,
-        fetch_connect_timeout=1.0,
-        fetch_read_timeout=1.0,
-        fetch_total_timeout=2.0,
+        # Long enough that a loaded machine still gets the 404 and the HTML page in
+        # time (this process serves them too); short enough for the hanging server.
+        fetch_connect_timeout=3.0,
+        fetch_read_timeout=3.0,
+        fetch_total_timeout=4.0,
     )
     # test_async decodes in this process, poi_detection in a worker process: the peak
     # RSS of both (the largest in the process tree) is measured.
