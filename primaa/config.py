@@ -10,6 +10,8 @@ checked at start-up; a bad one stops the service with a message naming it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import ipaddress
@@ -243,6 +245,14 @@ def _scalar(hint: Any, value: Any) -> Any:
     return _SCALARS[hint](value)
 
 
+def _is_webhook_secret(secret: str) -> bool:
+    prefix, _, key = secret.partition("_")
+    try:
+        return prefix == "whsec" and len(base64.b64decode(key, validate=True)) > 0
+    except binascii.Error:
+        return False
+
+
 def _validate(settings: Settings) -> None:
     def require(ok: bool, key: str, message: str) -> None:
         if not ok:
@@ -293,9 +303,9 @@ def _validate(settings: Settings) -> None:
         f"unknown level {settings.log_level!r}",
     )
     require(
-        not settings.webhook_secret or settings.webhook_secret.startswith("whsec_"),
+        not settings.webhook_secret or _is_webhook_secret(settings.webhook_secret),
         "webhook_secret",
-        "must start with whsec_ followed by a base64 key",
+        "must be whsec_ followed by a base64 key",
     )
     for number, entry in enumerate(settings.api_keys, 1):
         require(

@@ -165,6 +165,8 @@ def test_bad_env_value_names_the_variable() -> None:
         ('log_format = "xml"', "log_format", "'xml'"),
         ('log_level = "loud"', "log_level", "'loud'"),
         ('webhook_secret = "nope"', "webhook_secret", "whsec_"),
+        ('webhook_secret = "whsec_not base64!"', "webhook_secret", "base64"),
+        ('webhook_secret = "whsec_"', "webhook_secret", "base64"),
         ('allowed_networks = ["not-a-cidr"]', "allowed_networks", "'not-a-cidr'"),
         ("workers = -1", "workers", "0"),
         ("io_concurrency = 0", "io_concurrency", "at least 1"),
