@@ -24,7 +24,7 @@ from primaa.api.schemas import (
     ResultQuerySchema,
 )
 from primaa.appkeys import JSON_BODY, MANAGER, OWNER, QUERY, SETTINGS
-from primaa.imaging.fetch import FetchError, spool_part
+from primaa.imaging.fetch import EmptyUpload, FetchError, spool_part
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
 from primaa.results.qupath import feature_to_qupath
@@ -122,6 +122,10 @@ async def _upload_request(request: web.Request) -> JobRequest:
                     image_path = upload_dir / f"{uuid.uuid4().hex}.img"
                     try:
                         await spool_part(part, image_path, settings.max_image_bytes)
+                    except EmptyUpload as exc:
+                        raise ApiError(
+                            422, "validation_error", str(exc), {"image": [str(exc)]}
+                        ) from None
                     except FetchError as exc:
                         raise ApiError(413, "too_large", str(exc)) from None
                 elif part.name:

@@ -19,7 +19,7 @@ from yarl import URL
 
 from primaa.imaging.urlguard import UnsafeUrl, UrlGuard
 
-__all__ = ["FetchError", "ImageFetcher", "spool_part"]
+__all__ = ["EmptyUpload", "FetchError", "ImageFetcher", "spool_part"]
 
 CHUNK_SIZE: Final = 64 * 1024
 FLUSH_BYTES: Final = 1024 * 1024
@@ -30,6 +30,10 @@ _ACCEPT: Final = "image/jpeg, image/png, image/tiff, */*;q=0.5"
 
 class FetchError(Exception):
     """The image could not be fetched or stored; the message is safe to show to clients."""
+
+
+class EmptyUpload(FetchError):
+    """An uploaded image part with no bytes in it."""
 
 
 def shown_url(url: URL) -> str:
@@ -247,7 +251,7 @@ async def spool_part(part: aiohttp.BodyPartReader, dest: Path, max_bytes: int) -
                 await spool.write(chunk)
             await spool.flush()
         if spool.written == 0:
-            raise FetchError("upload is empty")
+            raise EmptyUpload("upload is empty")
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

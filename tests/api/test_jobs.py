@@ -328,3 +328,14 @@ async def test_callback_gives_up_after_the_schedule(
     state = (await wait_for_callback(client, job["job_id"], "Failed"))["callback"]
     assert len(state["attempts"]) == 4, "first attempt plus the three retries configured"
     assert len(callback_receiver.received) == 4
+
+
+async def test_an_empty_upload_is_422_not_413(client: TestClient[Any, Any]) -> None:
+    form = aiohttp.FormData()
+    form.add_field("algorithm_name", "poi_detection")
+    form.add_field("image", b"", filename="empty.png", content_type="image/png")
+    response = await client.post("/jobs", data=form)
+    assert response.status == 422
+    body = await response.json()
+    assert body["details"]["image"] == ["upload is empty"]
+    assert (await (await client.get("/jobs")).json())["jobs"] == []
