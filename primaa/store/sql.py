@@ -46,6 +46,10 @@ SQLITE_MIN_VERSION: Final = (3, 35, 0)
 #: Milliseconds a SQLite writer waits for another one before giving up.
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 
+#: Milliseconds the status reader, which runs on the event loop, waits on a locked
+#: database before handing the read to a thread: the loop's lag budget.
+SQLITE_READER_BUSY_TIMEOUT_MS: Final = 20
+
 #: Arbitrary, fixed key of the PostgreSQL advisory lock that serialises migrations
 #: when several replicas start at once.
 MIGRATION_LOCK_KEY: Final = 0x7072696D6161
@@ -366,7 +370,7 @@ class SqlStore:
             # Autocommit: each SELECT is its own short read transaction, so the
             # reader never pins an old snapshot (which would stall WAL checkpoints).
             self._reader = sqlite3.connect(str(self.url.database), isolation_level=None)
-            self._reader.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            self._reader.execute(f"PRAGMA busy_timeout={SQLITE_READER_BUSY_TIMEOUT_MS}")
             self._reader.execute("PRAGMA query_only=ON")
 
     async def close(self) -> None:
@@ -395,7 +399,10 @@ class SqlStore:
         """
         row: Sequence[Any] | None
         if self._reader is not None:
-            row = self._reader.execute(self._get_sql, (job_id,)).fetchone()
+            try:
+                row = self._reader.execute(self._get_sql, (job_id,)).fetchone()
+            except sqlite3.OperationalError:
+                row = await self._get_in_thread(job_id)
         elif self.exclusive:
             raise RuntimeError("the store is not open")
         else:
@@ -404,6 +411,16 @@ class SqlStore:
                 driver: Any = raw.driver_connection
                 row = await driver.fetchrow(self._get_sql, job_id)
         return None if row is None else _job_from_row(row)
+
+    async def _get_in_thread(self, job_id: str) -> Sequence[Any] | None:
+        """The status read when the database is locked: wait in aiosqlite's thread."""
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            cursor = await driver.execute(self._get_sql, (job_id,))
+            row: Sequence[Any] | None = await cursor.fetchone()
+            await cursor.close()
+            return row
 
     async def list(
         self,
