@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,36 +72,32 @@ def owner_of(request: web.Request) -> str | None:
 @json_schema(JobSubmissionSchema)
 @response_schema(JobSchema, 202, description="Accepted; `Location` names the job")
 async def create_job(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
     if request.content_type == "multipart/form-data":
-        job = await manager.submit(await _upload_request(request), owner=owner_of(request))
+        job_request = await _upload_request(request)
     else:
         body = request[JSON_BODY]
-        job = await manager.submit(
-            JobRequest(
-                algorithm=body["algorithm_name"],
-                parameters=body["parameters"],
-                image_url=body["image_url"],
-                callback_url=body["callback_url"],
-                callback_token=body["callback_token"],
-                timeout=body["timeout"],
-            ),
-            owner=owner_of(request),
-        )
+        job_request = job_request_from(body)
+    job = await request.app[MANAGER].submit(job_request, owner=owner_of(request))
     return web.json_response(
         present_job(job, []), status=202, headers={"Location": f"/jobs/{job.job_id}"}
     )
 
 
-class _UploadFields(marshmallow.Schema):
-    class Meta:
-        unknown = marshmallow.RAISE
+#: An upload's form fields: the JSON submission's, with the image in a part of its own.
+_UPLOAD_FIELDS = JobSubmissionSchema(exclude=("image_url",))
 
-    algorithm_name = marshmallow.fields.String(required=True)
-    parameters = marshmallow.fields.Dict(keys=marshmallow.fields.String(), load_default=dict)
-    callback_url = JobSubmissionSchema().fields["callback_url"]
-    callback_token = marshmallow.fields.String(load_default=None, allow_none=True)
-    timeout = JobSubmissionSchema().fields["timeout"]
+
+def job_request_from(fields: Mapping[str, Any], image_path: Path | None = None) -> JobRequest:
+    """The manager's request from validated submission fields (JSON, form or original API)."""
+    return JobRequest(
+        algorithm=fields["algorithm_name"],
+        parameters=fields["parameters"],
+        image_url=fields.get("image_url"),
+        image_path=image_path,
+        callback_url=fields["callback_url"],
+        callback_token=fields["callback_token"],
+        timeout=fields.get("timeout"),
+    )
 
 
 async def _upload_request(request: web.Request) -> JobRequest:
@@ -151,21 +148,14 @@ async def _upload_request(request: web.Request) -> JobRequest:
                     {"parameters": ["must be a JSON object"]},
                 ) from None
         try:
-            data = _UploadFields().load(fields)
+            data = _UPLOAD_FIELDS.load(fields)
         except marshmallow.ValidationError as exc:
             raise validation_error(exc, "form fields") from None
     except BaseException:
         if image_path is not None:
             image_path.unlink(missing_ok=True)
         raise
-    return JobRequest(
-        algorithm=data["algorithm_name"],
-        parameters=data["parameters"],
-        image_path=image_path,
-        callback_url=data["callback_url"],
-        callback_token=data["callback_token"],
-        timeout=data["timeout"],
-    )
+    return job_request_from(data, image_path)
 
 
 @docs(

@@ -9,12 +9,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from primaa.api.apidoc import docs, json_schema, response_schema
-from primaa.api.jobs import owner_of
+from primaa.api.jobs import job_request_from, owner_of
 from primaa.api.present import legacy_status
 from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema
 from primaa.appkeys import JSON_BODY, MANAGER
 from primaa.jobs.errors import JobNotFound
-from primaa.jobs.manager import JobRequest
 
 TAG = ["original API"]
 
@@ -33,13 +32,7 @@ TAG = ["original API"]
 async def submit(request: web.Request) -> web.Response:
     body = request[JSON_BODY]
     job = await request.app[MANAGER].submit(
-        JobRequest(
-            algorithm=body["algorithm_name"],
-            parameters=body["parameters"],
-            image_url=body["image_url"],
-            callback_url=body["callback_url"],
-            callback_token=body["callback_token"],
-        ),
+        job_request_from(body),
         owner=owner_of(request),
     )
     return web.json_response(legacy_status(job))
