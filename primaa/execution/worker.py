@@ -20,7 +20,7 @@ import structlog
 
 from primaa.imaging.decode import decode_image
 from primaa.logging import configure_logging
-from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
+from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled, percent
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 
 #: Messages from workers to the service: ("started", job_id, pid) and ("progress", job_id, pct);
@@ -125,7 +125,7 @@ class WorkerProgress:
         now = time.monotonic()
         if self._events is not None and now - self._last_sent >= PROGRESS_INTERVAL:
             self._last_sent = now
-            pct = round(min(max(fraction, 0.0), 1.0) * 100.0, 1)
+            pct = percent(fraction)
             self._events.send(("progress", self._job_id, pct))
 
 

@@ -49,6 +49,7 @@ from primaa.plugins.algorithm import (
     AnyAlgorithm,
     AsyncAlgorithm,
     JobCancelled,
+    percent,
 )
 from primaa.plugins.registry import AlgorithmRegistry
 from primaa.results.feature import failure_feature, result_feature
@@ -100,6 +101,11 @@ class _Active:
     cancel_requested: bool = False
     progress: float = 0.0
     progress_dirty: bool = False
+
+    def interrupt_if_not_running(self) -> None:
+        """Cancel the job's task while it is fetching or waiting for a slot (not yet running)."""
+        if self.stage in {"fetching", "waiting"} and self.task is not None:
+            self.task.cancel()
 
 
 class JobManager:
@@ -311,8 +317,7 @@ class JobManager:
             return
         active.cancel_requested = True
         self._executor.cancel(job_id)
-        if active.stage in {"fetching", "waiting"} and active.task is not None:
-            active.task.cancel()
+        active.interrupt_if_not_running()
 
     # -- the dispatcher ----------------------------------------------------------------------
 
@@ -429,8 +434,7 @@ class JobManager:
         log.info("drain_started", running=len(self._active), grace=grace)
         while self._active and (left := deadline - loop.time()) > 0:
             for active in list(self._active.values()):
-                if active.stage in {"fetching", "waiting"} and active.task is not None:
-                    active.task.cancel()
+                active.interrupt_if_not_running()
             tasks = [a.task for a in self._active.values() if a.task is not None]
             if tasks:
                 await asyncio.wait(tasks, timeout=min(left, 0.05))
@@ -541,7 +545,7 @@ class JobManager:
         def progress(fraction: float) -> None:
             if active.cancel_requested:
                 raise JobCancelled(job.job_id)
-            self._on_progress(job.job_id, round(min(max(fraction, 0.0), 1.0) * 100, 1))
+            self._on_progress(job.job_id, percent(fraction))
 
         return await algorithm.run(image, job.parameters, progress)
 
@@ -592,10 +596,10 @@ class JobManager:
         )
 
     async def _retry(self, job: Job, *, reason: str, counted: bool = True) -> None:
-        """Back to Pending. An uncounted retry (a neighbour's worker died) gives the attempt back:
-        it cannot loop, since each interruption costs the job that caused it its only attempt.
+        """Back to Pending after a lost worker. An uncounted retry (a neighbour's worker
+        died) gives the attempt back: it cannot loop, since each interruption costs the
+        job that caused it its only attempt.
         """
-        attempts = job.attempts if counted else max(job.attempts - 1, 0)
         log.warning(
             "job_error_retry",
             job_id=job.job_id,
@@ -603,19 +607,22 @@ class JobManager:
             counted=counted,
             error=reason,
         )
+        await self._back_to_pending(job, counted=counted)
+
+    async def _release(self, job: Job) -> None:
+        """Hand a job back on shutdown without counting the interrupted attempt."""
+        await self._back_to_pending(job, counted=False)
+        log.info("job_released", job_id=job.job_id)
+
+    async def _back_to_pending(self, job: Job, *, counted: bool) -> None:
+        """Move a Running job back to Pending, whatever cancels the caller."""
+        attempts = job.attempts if counted else max(job.attempts - 1, 0)
         with contextlib.suppress(StaleJob):
             await asyncio.shield(
                 self.store.finish(
                     job.moved_to(JobStatus.PENDING, attempts=attempts), expected=JobStatus.RUNNING
                 )
             )
-
-    async def _release(self, job: Job) -> None:
-        """Hand a job back on shutdown without counting the interrupted attempt."""
-        released = job.moved_to(JobStatus.PENDING, attempts=max(job.attempts - 1, 0))
-        with contextlib.suppress(StaleJob):
-            await asyncio.shield(self.store.finish(released, expected=JobStatus.RUNNING))
-        log.info("job_released", job_id=job.job_id)
 
     def _cleanup_spool(self, job: Job) -> None:
         """Spooled images are kept for retries and removed once the job is final."""
