@@ -44,3 +44,17 @@ def test_secret_fields_are_redacted(key: str, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert TOKEN not in err
     assert '"***"' in err
+
+
+def test_the_console_renderer_never_uses_rich_tracebacks() -> None:
+    """Where rich is installed its tracebacks show frame locals; the test above can only
+    catch that there, so also check which formatter is configured (structlog keeps it
+    in a private attribute, the same from 23.1 to today)."""
+    configure_logging("console", "info")
+    renderers = [
+        p
+        for p in structlog.get_config()["processors"]
+        if isinstance(p, structlog.dev.ConsoleRenderer)
+    ]
+    assert len(renderers) == 1
+    assert renderers[0]._exception_formatter is structlog.dev.plain_traceback
