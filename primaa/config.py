@@ -126,7 +126,7 @@ class Settings:
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'primaa.sqlite3'}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'primaa.sqlite3'}"
 
     @property
     def spool_dir(self) -> Path:

@@ -106,7 +106,7 @@ def test_tuple_of_names_from_env_is_stripped() -> None:
 def test_paths_and_database_url() -> None:
     settings = load_settings(env={"PRIMAA_DATA_DIR": "/srv/primaa"})
     assert settings.data_dir == Path("/srv/primaa")
-    assert settings.resolved_database_url == "sqlite+aiosqlite:////srv/primaa/primaa.sqlite3"
+    assert settings.resolved_database_url == "sqlite:////srv/primaa/primaa.sqlite3"
     explicit = load_settings(env={"PRIMAA_DATABASE_URL": "postgresql://u@db/primaa"})
     assert explicit.resolved_database_url == "postgresql://u@db/primaa"
 

@@ -1,11 +1,14 @@
-"""The :class:`~primaa.store.protocol.JobStore` on SQLite or PostgreSQL (SQLAlchemy Core, async).
+"""The :class:`~primaa.store.protocol.JobStore` on SQLite or PostgreSQL (SQLAlchemy Core).
 
 Every state change is a single ``UPDATE ... WHERE status = <expected>`` whose
-row count (or ``RETURNING``) tells whether this caller won. Every write
-transaction starts with its write, so on SQLite the busy timeout, not a
-``SQLITE_BUSY`` error, is what two writers meet. Statements used on hot paths
-are built once, so each call only binds parameters and hits SQLAlchemy's
-compiled cache.
+row count (or ``RETURNING``) tells whether this caller won. Every operation is a
+plain function of a :class:`~sqlalchemy.engine.Connection` inside a transaction:
+on SQLite they run in one thread with the synchronous driver, batched by
+:class:`~primaa.store.group_commit.GroupCommit` (transactions begin IMMEDIATE,
+so a second process meets the busy timeout, not ``SQLITE_BUSY``); on PostgreSQL
+each runs in its own transaction through asyncpg (``run_sync``), since several
+replicas write at once there. Statements used on hot paths are built once, so
+each call only binds parameters and hits SQLAlchemy's compiled cache.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from primaa.jobs.model import (
     Delivery,
@@ -35,8 +38,11 @@ from primaa.jobs.model import (
     check_transition,
 )
 from primaa.store.common import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
+from primaa.store.group_commit import GroupCommit
 from primaa.store.protocol import JobPage, Requeued, StaleJob
 from primaa.store.tables import deliveries, delivery_attempts, jobs, results
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR: Final = pathlib.Path(__file__).with_name("migrations")
 
@@ -47,33 +53,42 @@ SQLITE_MIN_VERSION: Final = (3, 35, 0)
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 
 #: Milliseconds the status reader, which runs on the event loop, waits on a locked
-#: database before handing the read to a thread: the loop's lag budget.
+#: database before handing the read to the store's thread: the loop's lag budget.
 SQLITE_READER_BUSY_TIMEOUT_MS: Final = 20
 
 #: Arbitrary, fixed key of the PostgreSQL advisory lock that serialises migrations
 #: when several replicas start at once.
 MIGRATION_LOCK_KEY: Final = 0x7072696D6161
 
-_ASYNC_DRIVERS: Final = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+#: The driver each backend runs on. SQLite's is the standard library's module, in the
+#: store's own thread; ``sqlite+aiosqlite`` (the default URL of earlier versions) is
+#: accepted and means the same file.
+_DRIVERS: Final = {"sqlite": "sqlite", "postgresql": "postgresql+asyncpg"}
+_ALIASES: Final = {
+    "sqlite+pysqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "postgres": "postgresql",
+}
 
 
-def async_url(url: str) -> URL:
-    """``url`` with the async driver this store needs (``sqlite://`` → ``sqlite+aiosqlite://``)."""
+def store_url(url: str) -> URL:
+    """``url`` with the driver this store runs on (``postgresql://`` → ``postgresql+asyncpg://``)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "postgres":
         backend = "postgresql"
-    if backend not in _ASYNC_DRIVERS:
+    if backend not in _DRIVERS:
         raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
-    driver = _ASYNC_DRIVERS[backend]
-    if parsed.drivername in {backend, "postgres"}:
-        parsed = parsed.set(drivername=driver)
-    elif parsed.drivername != driver:
-        raise ValueError(f"{parsed.drivername} is not an async driver; use {driver}")
-    return parsed
+    driver = _DRIVERS[backend]
+    named = _ALIASES.get(parsed.drivername, parsed.drivername)
+    if named in {backend, driver}:
+        return parsed.set(drivername=driver)
+    raise ValueError(f"{parsed.drivername} is not a driver this store runs on; use {driver}")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not open transactions itself: _sqlite_begin does, IMMEDIATE.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -82,6 +97,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Take the write lock when the transaction starts, not at its first write: a
+    transaction that read first could not wait for another process's writer."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _upgrade_schema(connection: Connection) -> None:
@@ -339,22 +360,48 @@ class SqlStore:
     """Jobs in SQLite (one service process) or PostgreSQL (several replicas)."""
 
     def __init__(self, url: str, *, engine_options: Mapping[str, Any] | None = None) -> None:
-        """``engine_options`` go to :func:`~sqlalchemy.ext.asyncio.create_async_engine`
-        (pool sizes, ``connect_args`` such as a PostgreSQL ``search_path``)."""
-        self.url = async_url(url)
+        """``engine_options`` go to SQLAlchemy's ``create_engine`` (SQLite) or
+        ``create_async_engine`` (PostgreSQL): pool sizes, ``connect_args`` such as a
+        PostgreSQL ``search_path``."""
+        self.url = store_url(url)
         self.dialect = self.url.get_backend_name()
         self.exclusive = self.dialect == "sqlite"
-        if self.exclusive and self.url.database in {None, "", ":memory:"}:
-            raise ValueError("SqlStore needs a SQLite file; use memory:// for a store in memory")
-        self._engine: AsyncEngine = create_async_engine(self.url, **(engine_options or {}))
+        options = dict(engine_options or {})
+        self._commits: GroupCommit | None = None
+        self._engine: AsyncEngine | None = None
+        dialect: sa.Dialect
         if self.exclusive:
-            sa.event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            if self.url.database in {None, "", ":memory:"}:
+                raise ValueError(
+                    "SqlStore needs a SQLite file; use memory:// for a store in memory"
+                )
+            # One connection, used only by the store's thread (and closed there).
+            options.setdefault("pool_size", 1)
+            options.setdefault("max_overflow", 0)
+            options.setdefault("connect_args", {"check_same_thread": False})
+            sync_engine: Engine = sa.create_engine(self.url, **options)
+            sa.event.listen(sync_engine, "connect", _sqlite_connect)
+            sa.event.listen(sync_engine, "begin", _sqlite_begin)
+            self._sync_engine = sync_engine
+            dialect = sync_engine.dialect
+        else:
+            self._engine = create_async_engine(self.url, **options)
+            dialect = self._engine.dialect
         self._claim = _claim_statement(self.dialect)
-        dialect = self._engine.dialect
         self._get_sql = str(_GET_JOB.compile(dialect=dialect))
         self._deliveries_sql = str(_FOR_JOB.compile(dialect=dialect))
         self._attempts_sql = str(_ATTEMPTS_FOR_JOB.compile(dialect=dialect))
         self._reader: sqlite3.Connection | None = None
+
+    async def run(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` in a transaction: the store's one way to its database."""
+        if self.exclusive:
+            if self._commits is None:
+                raise RuntimeError("the store is not open")
+            return await self._commits.run(operation)
+        assert self._engine is not None
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(operation)
 
     async def open(self) -> None:
         if self.exclusive and sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
@@ -362,10 +409,11 @@ class SqlStore:
                 f"SQLite {sqlite3.sqlite_version} is too old: claims need UPDATE ... RETURNING"
                 f" (SQLite {'.'.join(map(str, SQLITE_MIN_VERSION))} or newer)"
             )
-        if self.exclusive and self.url.database is not None:
+        if self.exclusive and self._commits is None:
+            assert self.url.database is not None
             pathlib.Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_upgrade_schema)
+            self._commits = GroupCommit(self._sync_engine, thread_name="primaa-sqlite")
+        await self.run(_upgrade_schema)
         if self.exclusive and self._reader is None:
             # Autocommit: each SELECT is its own short read transaction, so the
             # reader never pins an old snapshot (which would stall WAL checkpoints).
@@ -377,12 +425,17 @@ class SqlStore:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        await self._engine.dispose()
+        if self._commits is not None:
+            commits, self._commits = self._commits, None
+            await commits.call(self._sync_engine.dispose)
+            await commits.close()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     async def create(self, job: Job) -> None:
+        row = job_row(job)
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(jobs.insert(), job_row(job))
+            await self.run(lambda conn: conn.execute(jobs.insert(), row))
         except IntegrityError as exc:
             raise ValueError(f"job {job.job_id} already exists") from exc
 
@@ -390,37 +443,32 @@ class SqlStore:
         """The status read, the hottest call: one prepared query on the bare driver.
 
         Through SQLAlchemy a read costs a transaction begin and rollback on top of
-        the query (three round trips on PostgreSQL, five thread hops with
-        aiosqlite); here it is one. SQLite reads go to a dedicated connection,
-        which WAL lets read while the pool writes, and run on the event loop's own
-        thread: a primary-key lookup in the page cache takes microseconds, while a
-        hop to aiosqlite's thread costs a queue, a wake-up and, under load, up to a
-        GIL switch interval (5 ms) before that thread may run.
+        the query (three round trips on PostgreSQL, a hand-off to the store's
+        thread on SQLite); here it is one. SQLite reads go to a dedicated
+        connection, which WAL lets read while the store's thread writes, and run
+        on the event loop's own thread: a primary-key lookup in the page cache
+        takes microseconds, while a thread hand-off costs a queue, a wake-up and,
+        under load, up to a GIL switch interval (5 ms) before that thread may run.
         """
         row: Sequence[Any] | None
         if self._reader is not None:
             try:
                 row = self._reader.execute(self._get_sql, (job_id,)).fetchone()
             except sqlite3.OperationalError:
-                row = await self._get_in_thread(job_id)
+                # Locked (another process is recovering the database): wait in the
+                # store's thread instead of on the event loop.
+                row = await self.run(
+                    lambda conn: conn.execute(_GET_JOB, {"job_id": job_id}).first()
+                )
         elif self.exclusive:
             raise RuntimeError("the store is not open")
         else:
+            assert self._engine is not None
             async with self._engine.connect() as conn:
                 raw = await conn.get_raw_connection()
                 driver: Any = raw.driver_connection
                 row = await driver.fetchrow(self._get_sql, job_id)
         return None if row is None else _job_from_row(row)
-
-    async def _get_in_thread(self, job_id: str) -> Sequence[Any] | None:
-        """The status read when the database is locked: wait in aiosqlite's thread."""
-        async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            cursor = await driver.execute(self._get_sql, (job_id,))
-            row: Sequence[Any] | None = await cursor.fetchone()
-            await cursor.close()
-            return row
 
     async def list(
         self,
@@ -448,8 +496,7 @@ class SqlStore:
                 )
             )
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit + 1)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self.run(lambda conn: conn.execute(query).all())
         page = [_job_from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         next_cursor = encode_cursor(page[-1].created_at, page[-1].job_id) if more else None
@@ -461,8 +508,7 @@ class SqlStore:
         if limit <= 0:
             return []
         params = {"limit": limit, "lease_to": owner, "expires": now + lease_seconds, "now": now}
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(self._claim, params)).all()
+        rows = await self.run(lambda conn: conn.execute(self._claim, params).all())
         claimed = [_job_from_row(row) for row in rows]
         claimed.sort(key=lambda job: (job.created_at, job.job_id))
         return claimed
@@ -473,8 +519,7 @@ class SqlStore:
         if not job_ids:
             return
         params = {"ids": list(job_ids), "holder": owner, "expires": now + lease_seconds}
-        async with self._engine.begin() as conn:
-            await conn.execute(_RENEW, params)
+        await self.run(lambda conn: conn.execute(_RENEW, params))
 
     async def requeue_expired(
         self,
@@ -484,43 +529,37 @@ class SqlStore:
         delivery: Callable[[Job], Delivery | None] | None = None,
     ) -> Requeued:
         params = {"now": now, "stamp": now if math.isfinite(now) else time.time()}
-        try:
-            return await self._requeue(params, max_attempts, delivery)
-        except IntegrityError as exc:
-            raise ValueError(f"a delivery already exists: {exc.orig}") from exc
 
-    async def _requeue(
-        self,
-        params: dict[str, Any],
-        max_attempts: int,
-        delivery: Callable[[Job], Delivery | None] | None,
-    ) -> Requeued:
-        async with self._engine.begin() as conn:
-            cancelled = [
-                _job_from_row(row) for row in (await conn.execute(_REQUEUE_CANCEL, params)).all()
-            ]
+        def requeue(conn: Connection) -> Requeued:
+            cancelled = [_job_from_row(row) for row in conn.execute(_REQUEUE_CANCEL, params)]
             failed = [
                 _job_from_row(row)
-                for row in (
-                    await conn.execute(_REQUEUE_FAIL, {**params, "max_attempts": max_attempts})
-                ).all()
+                for row in conn.execute(_REQUEUE_FAIL, {**params, "max_attempts": max_attempts})
             ]
-            retried = (await conn.execute(_REQUEUE_RETRY, params)).scalars().all()
+            retried = conn.execute(_REQUEUE_RETRY, params).scalars().all()
             for ended in (*failed, *cancelled):
                 queued = delivery(ended) if delivery is not None else None
                 if queued is not None:
-                    await self._insert_delivery(conn, queued)
-        return Requeued(retried=sorted(retried), failed=failed, cancelled=cancelled)
+                    _insert_delivery(conn, queued)
+            return Requeued(retried=sorted(retried), failed=failed, cancelled=cancelled)
+
+        try:
+            return await self.run(requeue)
+        except IntegrityError as exc:
+            raise ValueError(f"a delivery already exists: {exc.orig}") from exc
 
     async def set_progress(self, job_id: str, progress: float) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(_SET_PROGRESS, {"id": job_id, "new_progress": progress})
+        params = {"id": job_id, "new_progress": progress}
+        await self.run(lambda conn: conn.execute(_SET_PROGRESS, params))
 
     async def request_cancel(self, job_id: str) -> Job | None:
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(_CANCEL, {"id": job_id, "now": time.time()})).first()
-            if row is None:
-                row = (await conn.execute(_GET_JOB, {"job_id": job_id})).first()
+        now = time.time()
+
+        def cancel(conn: Connection) -> Row[Any] | None:
+            row = conn.execute(_CANCEL, {"id": job_id, "now": now}).first()
+            return row or conn.execute(_GET_JOB, {"job_id": job_id}).first()
+
+        row = await self.run(cancel)
         return None if row is None else _job_from_row(row)
 
     async def finish(
@@ -535,36 +574,35 @@ class SqlStore:
         values = job_row(job)
         params = {f"new_{name}": values[name] for name in _FINISH_COLUMNS}
         params.update(id=job.job_id, expected=expected.value, cancel=job.cancel_requested)
-        async with self._engine.begin() as conn:
-            updated = await conn.execute(_FINISH, params)
-            if updated.rowcount != 1:
+        geojson = json.dumps(result) if result is not None else None
+
+        def finish(conn: Connection) -> None:
+            if conn.execute(_FINISH, params).rowcount != 1:
                 raise StaleJob(f"job {job.job_id} is no longer {expected}")
-            if result is not None:
-                await conn.execute(
-                    results.insert(), {"job_id": job.job_id, "geojson": json.dumps(result)}
-                )
+            if geojson is not None:
+                conn.execute(results.insert(), {"job_id": job.job_id, "geojson": geojson})
             if delivery is not None:
-                await self._insert_delivery(conn, delivery)
+                _insert_delivery(conn, delivery)
+
+        await self.run(finish)
 
     async def get_result(self, job_id: str) -> Mapping[str, Any] | None:
-        async with self._engine.connect() as conn:
-            text = (await conn.execute(_GET_RESULT, {"job_id": job_id})).scalar()
+        query = {"job_id": job_id}
+        text = await self.run(lambda conn: conn.execute(_GET_RESULT, query).scalar())
         if text is None:
             return None
         result: dict[str, Any] = json.loads(text)
         return result
 
     async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(_COUNT)).all()
+        rows = await self.run(lambda conn: conn.execute(_COUNT).all())
         return {(algorithm, JobStatus(status)): count for algorithm, status, count in rows}
 
     async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
         if limit <= 0:
             return []
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(_DUE, {"now": now, "limit": limit})).all()
-            return await self._with_attempts(conn, rows)
+        params = {"now": now, "limit": limit}
+        return await self.run(lambda conn: _with_attempts(conn, conn.execute(_DUE, params).all()))
 
     async def record_attempt(
         self,
@@ -575,10 +613,13 @@ class SqlStore:
         next_attempt_at: float | None,
     ) -> None:
         params = {"id": delivery_id, "new_status": status.value, "next": next_attempt_at}
-        async with self._engine.begin() as conn:
-            if (await conn.execute(_RECORD, params)).rowcount != 1:
+
+        def record(conn: Connection) -> None:
+            if conn.execute(_RECORD, params).rowcount != 1:
                 raise KeyError(delivery_id)
-            await conn.execute(delivery_attempts.insert(), _attempt_values(delivery_id, attempt))
+            conn.execute(delivery_attempts.insert(), _attempt_values(delivery_id, attempt))
+
+        await self.run(record)
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
         """Read with every ``GET /jobs/{id}``: on SQLite, from the reader like :meth:`get`."""
@@ -588,56 +629,51 @@ class SqlStore:
                 return []
             attempts = self._reader.execute(self._attempts_sql, (job_id,)).fetchall()
             return _deliveries_from_rows(found, attempts)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(_FOR_JOB, {"job_id": job_id})).all()
-            return await self._with_attempts(conn, rows)
+        params = {"job_id": job_id}
+        return await self.run(
+            lambda conn: _with_attempts(conn, conn.execute(_FOR_JOB, params).all())
+        )
 
     async def add_delivery(self, delivery: Delivery) -> None:
+        def add(conn: Connection) -> None:
+            if conn.execute(_JOB_EXISTS, {"job_id": delivery.job_id}).first() is None:
+                raise KeyError(delivery.job_id)
+            _insert_delivery(conn, delivery)
+
         try:
-            async with self._engine.begin() as conn:
-                await self._insert_delivery(conn, delivery)
+            await self.run(add)
         except IntegrityError as exc:
-            async with self._engine.connect() as conn:
-                job = (await conn.execute(_JOB_EXISTS, {"job_id": delivery.job_id})).first()
-            if job is None:
-                raise KeyError(delivery.job_id) from exc
             raise ValueError(f"delivery {delivery.delivery_id} already exists") from exc
 
-    @staticmethod
-    async def _insert_delivery(conn: AsyncConnection, delivery: Delivery) -> None:
-        await conn.execute(deliveries.insert(), delivery_row(delivery))
-        if delivery.attempts:
-            await conn.execute(
-                delivery_attempts.insert(),
-                [_attempt_values(delivery.delivery_id, a) for a in delivery.attempts],
-            )
 
-    @staticmethod
-    async def _with_attempts(
-        conn: AsyncConnection, rows: Iterable[Row[Any]]
-    ) -> builtins.list[Delivery]:
-        rows = builtins.list(rows)
-        if not rows:
-            return []
-        by_delivery: dict[str, builtins.list[DeliveryAttempt]] = {}
-        found = await conn.execute(_ATTEMPTS, {"ids": [row.delivery_id for row in rows]})
-        for a in found:
-            by_delivery.setdefault(a.delivery_id, []).append(
-                DeliveryAttempt(
-                    at=a.at, status_code=a.status_code, error=a.error, duration=a.duration
-                )
-            )
-        return [
-            Delivery(
-                delivery_id=row.delivery_id,
-                job_id=row.job_id,
-                url=row.url,
-                payload=row.payload,
-                token=row.token,
-                status=DeliveryStatus(row.status),
-                next_attempt_at=row.next_attempt_at,
-                attempts=tuple(by_delivery.get(row.delivery_id, ())),
-                created_at=row.created_at,
-            )
-            for row in rows
-        ]
+def _insert_delivery(conn: Connection, delivery: Delivery) -> None:
+    conn.execute(deliveries.insert(), delivery_row(delivery))
+    if delivery.attempts:
+        conn.execute(
+            delivery_attempts.insert(),
+            [_attempt_values(delivery.delivery_id, a) for a in delivery.attempts],
+        )
+
+
+def _with_attempts(conn: Connection, rows: Sequence[Row[Any]]) -> builtins.list[Delivery]:
+    if not rows:
+        return []
+    by_delivery: dict[str, builtins.list[DeliveryAttempt]] = {}
+    for a in conn.execute(_ATTEMPTS, {"ids": [row.delivery_id for row in rows]}):
+        by_delivery.setdefault(a.delivery_id, []).append(
+            DeliveryAttempt(at=a.at, status_code=a.status_code, error=a.error, duration=a.duration)
+        )
+    return [
+        Delivery(
+            delivery_id=row.delivery_id,
+            job_id=row.job_id,
+            url=row.url,
+            payload=row.payload,
+            token=row.token,
+            status=DeliveryStatus(row.status),
+            next_attempt_at=row.next_attempt_at,
+            attempts=tuple(by_delivery.get(row.delivery_id, ())),
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]

@@ -78,10 +78,10 @@ async def _postgres_schema(base_url: str) -> tuple[str, Callable[[], Awaitable[N
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from primaa.store.sql import async_url
+    from primaa.store.sql import store_url
 
     schema = f"primaa_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(async_url(base_url), poolclass=NullPool)
+    admin = create_async_engine(store_url(base_url), poolclass=NullPool)
     async with admin.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
 
@@ -772,8 +772,7 @@ async def _schema_state(store: JobStore) -> tuple[list[str], list[Any]]:
         context = MigrationContext.configure(conn)
         return list(context.get_current_heads()), compare_metadata(context, metadata)
 
-    async with store._engine.connect() as conn:
-        return await conn.run_sync(inspect)
+    return await store.run(inspect)
 
 
 async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backend) -> None:
@@ -801,11 +800,12 @@ async def test_sqlite_pragmas(tmp_path: pathlib.Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'p.sqlite3'}")
     await store.open()
     try:
-        async with store._engine.connect() as conn:
-            pragmas = {
-                name: (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+        pragmas = await store.run(
+            lambda conn: {
+                name: conn.execute(text(f"PRAGMA {name}")).scalar()
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
             }
+        )
     finally:
         await store.close()
     assert pragmas["journal_mode"] == "wal"
@@ -826,14 +826,14 @@ async def test_factory_memory() -> None:
 @pytest.mark.parametrize(
     ("url", "driver", "exclusive"),
     [
-        ("sqlite:////tmp/x/primaa.sqlite3", "sqlite+aiosqlite", True),
-        ("sqlite+aiosqlite:///relative.sqlite3", "sqlite+aiosqlite", True),
+        ("sqlite:////tmp/x/primaa.sqlite3", "sqlite", True),
+        ("sqlite+aiosqlite:///relative.sqlite3", "sqlite", True),
         ("postgresql://u:p@db:5432/primaa", "postgresql+asyncpg", False),
         ("postgres://u@db/primaa", "postgresql+asyncpg", False),
         ("postgresql+asyncpg://u@db/primaa", "postgresql+asyncpg", False),
     ],
 )
-async def test_factory_picks_the_async_driver(url: str, driver: str, exclusive: bool) -> None:
+async def test_factory_picks_the_driver(url: str, driver: str, exclusive: bool) -> None:
     from primaa.store.factory import open_store_from_url
     from primaa.store.sql import SqlStore
 
@@ -848,7 +848,7 @@ async def test_factory_picks_the_async_driver(url: str, driver: str, exclusive: 
 
 @pytest.mark.parametrize(
     "url",
-    ["mysql://u@db/primaa", "sqlite+pysqlite:///x.sqlite3", "sqlite://", "sqlite:///:memory:"],
+    ["mysql://u@db/primaa", "sqlite+pysqlcipher:///x.sqlite3", "sqlite://", "sqlite:///:memory:"],
 )
 def test_factory_refuses_what_it_cannot_serve(url: str) -> None:
     from primaa.store.factory import open_store_from_url

@@ -1,0 +1,126 @@
+"""Group commit: store operations queued while a transaction runs share the next one.
+
+SQLite has one writer at a time, and on the default store every job costs a few
+writes (create, claim, finish, callback attempt). Run one transaction each, from
+the event loop through an async driver, and the thread hand-offs, begin and
+commit cost milliseconds of CPU per job. Here every operation is a plain
+function of a SQLAlchemy :class:`~sqlalchemy.engine.Connection`, run by one
+thread with a synchronous driver; whatever queued up while a transaction ran
+goes into the next one together. Under a burst that is tens of operations per
+commit; alone, an operation waits for nothing.
+
+An operation may raise a domain error (``StaleJob``, ``KeyError``...) only before
+it writes: that error is its own outcome and its neighbours still commit. A
+database error rolls the whole transaction back and the operations run again
+one per transaction, so one bad operation fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+T = TypeVar("T")
+
+#: A unit of work on a connection inside an open transaction.
+Operation = Callable[[Connection], Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+
+
+def _run_each(conn: Connection, operations: Sequence[Operation]) -> list[_Outcome]:
+    outcomes = []
+    for operation in operations:
+        try:
+            outcomes.append(_Outcome(operation(conn)))
+        except DBAPIError:
+            raise
+        except Exception as exc:
+            outcomes.append(_Outcome(error=exc))
+    return outcomes
+
+
+class GroupCommit:
+    """Runs operations on ``engine`` in one dedicated thread, batched into transactions."""
+
+    def __init__(self, engine: Engine, *, thread_name: str) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._queue: list[tuple[Operation, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        #: Transactions committed and operations run, for tests and benchmarks.
+        self.transactions = 0
+        self.operations = 0
+
+    async def run(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` in the next transaction and return what it returned.
+
+        A caller cancelled before its transaction starts is dropped from it; once it
+        started, the operation completes (and commits) without the caller.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.append((operation, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain(), name="primaa-group-commit")
+        return await future
+
+    async def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` (no transaction) in the store's thread, after what is queued."""
+        loop = asyncio.get_running_loop()
+        await self.idle()
+        return await loop.run_in_executor(self._thread, function)
+
+    async def idle(self) -> None:
+        """Wait until every queued operation has run."""
+        while self._drainer is not None and not self._drainer.done():
+            await asyncio.shield(self._drainer)
+
+    async def close(self) -> None:
+        """Run what is queued, then stop the thread."""
+        await self.idle()
+        self._thread.shutdown(wait=False)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = [(op, future) for op, future in self._queue if not future.cancelled()]
+            self._queue = []
+            if not batch:
+                continue
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._thread, self._transact, [op for op, _ in batch]
+                )
+            except Exception as exc:  # the thread itself is gone (closed store)
+                outcomes = [_Outcome(error=exc)] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if outcome.error is not None:
+                    future.set_exception(outcome.error)
+                else:
+                    future.set_result(outcome.value)
+
+    def _transact(self, operations: Sequence[Operation]) -> list[_Outcome]:
+        """In the thread: all in one transaction, or each alone after a database error."""
+        try:
+            with self._engine.begin() as conn:
+                outcomes = _run_each(conn, operations)
+        except DBAPIError as exc:
+            if len(operations) == 1:
+                return [_Outcome(error=exc)]
+            return [self._transact([operation])[0] for operation in operations]
+        self.transactions += 1
+        self.operations += len(operations)
+        return outcomes

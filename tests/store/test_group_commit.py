@@ -1,0 +1,87 @@
+"""Group commit on a real SQLite file: batching, and errors that stay with their operation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from primaa.store.group_commit import GroupCommit
+
+
+@pytest.fixture
+async def commits(tmp_path: Path) -> AsyncIterator[GroupCommit]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    group = GroupCommit(engine, thread_name="test-group-commit")
+    yield group
+    await group.call(engine.dispose)
+    await group.close()
+
+
+def insert(key: str) -> object:
+    def op(conn: Connection) -> str:
+        conn.exec_driver_sql("INSERT INTO t (k) VALUES (?)", (key,))
+        return key
+
+    return op
+
+
+def keys(conn: Connection) -> list[str]:
+    return [k for (k,) in conn.exec_driver_sql("SELECT k FROM t ORDER BY k")]
+
+
+async def test_concurrent_operations_share_transactions(commits: GroupCommit) -> None:
+    results = await asyncio.gather(*(commits.run(insert(f"k{i:03}")) for i in range(200)))
+    assert results == [f"k{i:03}" for i in range(200)]
+    assert await commits.run(keys) == [f"k{i:03}" for i in range(200)]
+    # Queued in the same loop turn, the 200 inserts share one or a few commits.
+    assert commits.operations == 201
+    assert commits.transactions <= 10
+
+
+async def test_a_database_error_fails_only_its_own_operation(commits: GroupCommit) -> None:
+    await commits.run(insert("taken"))
+    outcomes = await asyncio.gather(
+        commits.run(insert("a")),
+        commits.run(insert("taken")),
+        commits.run(insert("b")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "a"
+    assert isinstance(outcomes[1], IntegrityError)
+    assert outcomes[2] == "b"
+    assert await commits.run(keys) == ["a", "b", "taken"]
+
+
+async def test_a_domain_error_keeps_the_neighbours_writes(commits: GroupCommit) -> None:
+    def refuse(_: Connection) -> None:
+        raise KeyError("no such thing")
+
+    outcomes = await asyncio.gather(
+        commits.run(insert("a")),
+        commits.run(refuse),
+        commits.run(insert("b")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "a"
+    assert isinstance(outcomes[1], KeyError)
+    assert outcomes[2] == "b"
+    assert await commits.run(keys) == ["a", "b"]
+
+
+async def test_a_caller_cancelled_before_its_turn_is_dropped(commits: GroupCommit) -> None:
+    first = asyncio.ensure_future(commits.run(insert("first")))
+    dropped = asyncio.ensure_future(commits.run(insert("dropped")))
+    await asyncio.sleep(0)  # both queued, no transaction started yet
+    dropped.cancel()
+    assert await first == "first"
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert await commits.run(keys) == ["first"]
