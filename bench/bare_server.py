@@ -53,7 +53,7 @@ def build(count: int) -> web.Application:
     app[JOBS] = {}
     for index in range(count):
         seeded, delivery = seeded_job(index)
-        app[STATUS][seeded.job_id] = legacy_status(seeded)
+        app[STATUS][seeded.job_id] = legacy_status(seeded.job_id, seeded.status, seeded.error)
         app[JOBS][seeded.job_id] = present_job(seeded, [delivery] if delivery else [])
     app.router.add_get("/status/{job_id}", status)
     app.router.add_get("/jobs/{job_id}", job)

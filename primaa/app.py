@@ -53,10 +53,12 @@ def create_app(
     store: JobStore | None = None,
 ) -> web.Application:
     """Build the application; ``registry`` and ``store`` may be injected (tests, embedding)."""
-    app = web.Application(
-        middlewares=[request_context, errors_as_json, api_key_auth(settings), validate_input],
-        client_max_size=settings.max_body_bytes,
-    )
+    middlewares = [request_context, errors_as_json]
+    if settings.api_keys:
+        # Without keys there is nothing to check, and no layer on every request.
+        middlewares.append(api_key_auth(settings))
+    middlewares.append(validate_input)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[REGISTRY] = registry or load_registry(
         disabled=settings.disabled_plugins, modules=settings.plugins

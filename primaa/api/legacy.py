@@ -35,7 +35,7 @@ async def submit(request: web.Request) -> web.Response:
         job_request_from(body),
         owner=owner_of(request),
     )
-    return web.json_response(legacy_status(job))
+    return web.json_response(legacy_status(job.job_id, job.status, job.error))
 
 
 @docs(tags=TAG, summary="Job status (original API)")
@@ -44,9 +44,9 @@ async def submit(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     try:
-        job = await request.app[MANAGER].get(job_id, owner=owner_of(request))
+        state = await request.app[MANAGER].state(job_id, owner=owner_of(request))
     except JobNotFound as exc:
         return web.json_response(
             {"code": 404, "job_id": job_id, "status": "NotFound", "error": str(exc)}, status=404
         )
-    return web.json_response(legacy_status(job))
+    return web.json_response(legacy_status(job_id, state.status, state.error))

@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from primaa.jobs.model import Delivery, Job
+from primaa.jobs.model import Delivery, Job, JobStatus
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -61,5 +61,5 @@ def present_job(job: Job, deliveries: Sequence[Delivery] | None = None) -> dict[
     return body
 
 
-def legacy_status(job: Job, code: int = 200) -> dict[str, Any]:
-    return {"code": code, "job_id": job.job_id, "status": str(job.status), "error": job.error}
+def legacy_status(job_id: str, status: JobStatus, error: str | None) -> dict[str, Any]:
+    return {"code": 200, "job_id": job_id, "status": str(status), "error": error}

@@ -33,7 +33,7 @@ from primaa.jobs.errors import (
     UnknownAlgorithm,
     schema_messages,
 )
-from primaa.jobs.model import Delivery, Job, JobStatus, new_id
+from primaa.jobs.model import Delivery, Job, JobState, JobStatus, new_id
 from primaa.jobs.ports import (
     CpuExecutor,
     ImageSource,
@@ -243,6 +243,13 @@ class JobManager:
         if active is not None and job.status is JobStatus.RUNNING:
             job = job.evolve(progress=max(job.progress, active.progress))
         return job
+
+    async def state(self, job_id: str, *, owner: str | None = None) -> JobState:
+        """Status and error alone (the original API's poll), without reading the whole job."""
+        state = await self.store.state(job_id)
+        if state is None or (owner is not None and state.owner != owner):
+            raise JobNotFound(job_id)
+        return state
 
     async def list(
         self,

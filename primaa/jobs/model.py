@@ -12,7 +12,7 @@ import enum
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class JobStatus(enum.StrEnum):
@@ -118,6 +118,15 @@ class Job:
             extra.update(lease_owner=None, lease_expires_at=None, progress=0.0)
         extra.update(changes)
         return dataclasses.replace(self, **extra)
+
+
+class JobState(NamedTuple):
+    """A job's status, error and owner alone: what the original API's status poll
+    shows (and checks), read without the rest of the row since clients poll it most."""
+
+    status: JobStatus
+    error: str | None
+    owner: str | None
 
 
 class DeliveryStatus(enum.StrEnum):

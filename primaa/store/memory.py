@@ -21,6 +21,7 @@ from primaa.jobs.model import (
     DeliveryAttempt,
     DeliveryStatus,
     Job,
+    JobState,
     JobStatus,
     check_transition,
 )
@@ -60,6 +61,10 @@ class MemoryStore:
 
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    async def state(self, job_id: str) -> JobState | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else JobState(job.status, job.error, job.owner)
 
     async def list(
         self,

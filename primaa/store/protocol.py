@@ -13,7 +13,14 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus
+from primaa.jobs.model import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Job,
+    JobState,
+    JobStatus,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +61,9 @@ class JobStore(Protocol):
         """Store a new job (status Pending); ``ValueError`` if its id is taken."""
 
     async def get(self, job_id: str) -> Job | None: ...
+
+    async def state(self, job_id: str) -> JobState | None:
+        """The job's status, error and owner, without reading the rest of it."""
 
     async def list(
         self,

@@ -25,6 +25,7 @@ from primaa.jobs.model import (
     DeliveryStatus,
     InvalidTransition,
     Job,
+    JobState,
     JobStatus,
 )
 from primaa.store.memory import MemoryStore
@@ -190,6 +191,19 @@ async def test_create_then_get_returns_equal_job(store: JobStore) -> None:
 
 async def test_get_unknown_is_none(store: JobStore) -> None:
     assert await store.get("no-such-job") is None
+    assert await store.state("no-such-job") is None
+
+
+async def test_state_follows_the_job(store: JobStore) -> None:
+    job = make_job(3, owner="key-hash")
+    await store.create(job)
+    assert await store.state(job.job_id) == JobState(JobStatus.PENDING, None, "key-hash")
+    [claimed] = await store.claim(owner="me", lease_seconds=30, limit=1, now=T0)
+    failed = claimed.moved_to(JobStatus.FAILED, now=T0 + 1, error="it broke")
+    await store.finish(failed, expected=JobStatus.RUNNING)
+    state = await store.state(job.job_id)
+    assert state == JobState(JobStatus.FAILED, "it broke", "key-hash")
+    assert state.status is JobStatus.FAILED
 
 
 async def test_create_twice_is_refused(store: JobStore) -> None:
