@@ -214,6 +214,19 @@ def group_pids(pid: int) -> list[int]:
     return sorted(found)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from ``/proc`` (0 when gone).
+
+    CPU time per request is steadier than requests/s on a shared machine: a
+    neighbour that takes the core away slows the clock, not the work done.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size from ``/proc`` (no psutil needed); 0 when the process is gone."""
     try:

@@ -3,7 +3,9 @@
 Both servers run side by side on the same seeded jobs; runs alternate between
 them (and swap order each round) so that noise on this shared machine hits
 both alike. Load: 64 connections from a separate process (wrk, else aiohttp),
-random ids. Target: primaa >= 0.5 x the bare handler's requests/s.
+random ids. Target: primaa >= 0.5 x the bare handler's requests/s. The CPU
+time each server process spent per request is reported beside it: on a busy
+machine it moves far less than requests/s.
 
     python -m bench.status_reads [--quick]
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from bench.harness import (
     LoadResult,
     bare_server,
+    cpu_seconds,
     lag_buckets,
     lagged_over,
     load_tool,
@@ -52,12 +55,15 @@ def run(
                 primaa = stack.enter_context(primaa_serve(tmp / "data"))
                 bare = stack.enter_context(bare_server(size, tmp))
                 targets = {"primaa": primaa.url, "bare": bare.url}
+                pids = {"primaa": primaa.pid, "bare": bare.pid}
                 if base is not None:
                     other = stack.enter_context(primaa_serve(tmp / "data", repo=base))
                     targets["base"] = other.url
+                    pids["base"] = other.pid
                 for url in targets.values():  # warm-up: connections, caches, page cache
                     run_load(url, duration=1, paths_file=paths["jobs"])
                 results: dict[tuple[str, str], list[LoadResult]] = defaultdict(list)
+                cpu_us: dict[tuple[str, str], list[float]] = defaultdict(list)
                 lags: dict[str, list[str]] = defaultdict(list)
                 blocked: dict[str, int] = defaultdict(int)
                 for round_ in range(rounds):
@@ -66,20 +72,25 @@ def run(
                     for endpoint in ENDPOINTS:
                         for target in order:
                             before = lag_buckets(primaa.url)
+                            cpu_before = cpu_seconds(pids[target])
                             result = run_load(
                                 targets[target], duration=duration, paths_file=paths[endpoint]
                             )
                             assert isinstance(result, LoadResult)
                             results[endpoint, target].append(result)
+                            spent = cpu_seconds(pids[target]) - cpu_before
+                            cpu_us[endpoint, target].append(spent / max(result.requests, 1) * 1e6)
                             if target == "primaa":
                                 after = lag_buckets(primaa.url)
                                 lags[endpoint].append(max_lag(before, after))
                                 blocked[endpoint] += lagged_over(before, after, 20)
             for endpoint in ENDPOINTS:
                 bare_rps = median([r.rps for r in results[endpoint, "bare"]])
+                bare_cpu = median(cpu_us[endpoint, "bare"])
                 for target in targets:
                     runs = results[endpoint, target]
                     rps = median([r.rps for r in runs])
+                    cpu = median(cpu_us[endpoint, target])
                     rows.append(
                         [
                             f"{size:,}",
@@ -92,6 +103,8 @@ def run(
                             _worst(lags[endpoint]) if target == "primaa" else "",
                             blocked[endpoint] if target == "primaa" else "",
                             f"{rps / bare_rps:.2f}",
+                            round(cpu),
+                            f"{bare_cpu / cpu:.2f}",
                         ]
                     )
     print_table(
@@ -108,6 +121,8 @@ def run(
             "max loop lag",
             "lags>20ms",
             "vs bare",
+            "cpu us/req",
+            "cpu vs bare",
         ],
         rows,
     )

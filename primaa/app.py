@@ -15,7 +15,7 @@ from aiohttp import web
 
 from primaa import __version__
 from primaa.api.auth import api_key_auth
-from primaa.api.middlewares import errors_as_json, request_context, validate_input
+from primaa.api.middlewares import request_context, validate_input
 from primaa.api.openapi import build_openapi
 from primaa.api.routes import add_routes
 from primaa.appkeys import (
@@ -53,7 +53,7 @@ def create_app(
     store: JobStore | None = None,
 ) -> web.Application:
     """Build the application; ``registry`` and ``store`` may be injected (tests, embedding)."""
-    middlewares = [request_context, errors_as_json]
+    middlewares = [request_context]
     if settings.api_keys:
         # Without keys there is nothing to check, and no layer on every request.
         middlewares.append(api_key_auth(settings))

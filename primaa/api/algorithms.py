@@ -9,6 +9,7 @@ from aiohttp import web
 from primaa.api.apidoc import docs, response_schema
 from primaa.api.errors import ApiError
 from primaa.api.openapi import parameters_json_schema
+from primaa.api.responses import json_response
 from primaa.api.schemas import AlgorithmDetailSchema, AlgorithmListSchema, ErrorSchema
 from primaa.appkeys import REGISTRY
 from primaa.plugins.registry import AlgorithmRegistry, RegisteredAlgorithm
@@ -45,7 +46,7 @@ def broken_plugins(registry: AlgorithmRegistry) -> list[dict[str, str]]:
 @response_schema(AlgorithmListSchema, 200)
 async def list_algorithms(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
-    return web.json_response(
+    return json_response(
         {
             "algorithms": [summarize(e) for e in registry.algorithms.values()],
             "broken_plugins": broken_plugins(registry),
@@ -64,4 +65,4 @@ async def get_algorithm(request: web.Request) -> web.Response:
     entry = request.app[REGISTRY].algorithms.get(name)
     if entry is None:
         raise ApiError(404, "not_found", f"no algorithm named {name!r}")
-    return web.json_response(describe(entry))
+    return json_response(describe(entry))

@@ -8,6 +8,7 @@ from typing import Any
 import marshmallow
 from aiohttp import web
 
+from primaa.api.responses import json_response
 from primaa.jobs.errors import (
     CannotRedeliver,
     InvalidParameters,
@@ -107,4 +108,4 @@ def error_response(err: ApiError, request_id: str | None) -> web.Response:
         body["details"] = err.details
     if request_id:
         body["request_id"] = request_id
-    return web.json_response(body, status=err.status, headers=err.headers)
+    return json_response(body, status=err.status, headers=err.headers)

@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from primaa.api.apidoc import docs, json_schema, querystring_schema, response_schema
 from primaa.api.errors import ApiError, validation_error
 from primaa.api.present import present_job
+from primaa.api.responses import json_response
 from primaa.api.schemas import (
     ErrorSchema,
     FeatureSchema,
@@ -78,7 +79,7 @@ async def create_job(request: web.Request) -> web.Response:
         body = request[JSON_BODY]
         job_request = job_request_from(body)
     job = await request.app[MANAGER].submit(job_request, owner=owner_of(request))
-    return web.json_response(
+    return json_response(
         present_job(job, []), status=202, headers={"Location": f"/jobs/{job.job_id}"}
     )
 
@@ -180,7 +181,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         )
     except ValueError:
         raise ApiError(400, "bad_cursor", "`cursor` is not one this service gave out") from None
-    return web.json_response(
+    return json_response(
         {"jobs": [present_job(j) for j in page.jobs], "next_cursor": page.next_cursor}
     )
 
@@ -191,7 +192,7 @@ async def get_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job_id = request.match_info["job_id"]
     job = await manager.get(job_id, owner=owner_of(request))
-    return web.json_response(present_job(job, await manager.deliveries(job)))
+    return json_response(present_job(job, await manager.deliveries(job)))
 
 
 @docs(
@@ -208,8 +209,8 @@ async def get_result(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     feature = await manager.result(request.match_info["job_id"], owner=owner_of(request))
     if request[QUERY]["format"] == "qupath":
-        return web.json_response(feature_to_qupath(feature), content_type="application/geo+json")
-    return web.json_response(dict(feature), content_type="application/geo+json")
+        return json_response(feature_to_qupath(feature), content_type="application/geo+json")
+    return json_response(dict(feature), content_type="application/geo+json")
 
 
 @docs(
@@ -222,7 +223,7 @@ async def get_result(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job = await manager.cancel(request.match_info["job_id"], owner=owner_of(request))
-    return web.json_response(present_job(job), status=202)
+    return json_response(present_job(job), status=202)
 
 
 @docs(
@@ -246,4 +247,4 @@ async def redeliver_callback(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     await manager.redeliver(job_id, owner=owner)
     job = await manager.get(job_id, owner=owner)
-    return web.json_response(present_job(job, await manager.deliveries(job)), status=202)
+    return json_response(present_job(job, await manager.deliveries(job)), status=202)

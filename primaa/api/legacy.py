@@ -11,6 +11,7 @@ from aiohttp import web
 from primaa.api.apidoc import docs, json_schema, response_schema
 from primaa.api.jobs import job_request_from, owner_of
 from primaa.api.present import legacy_status
+from primaa.api.responses import json_response
 from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema
 from primaa.appkeys import JSON_BODY, MANAGER
 from primaa.jobs.errors import JobNotFound
@@ -35,7 +36,7 @@ async def submit(request: web.Request) -> web.Response:
         job_request_from(body),
         owner=owner_of(request),
     )
-    return web.json_response(legacy_status(job.job_id, job.status, job.error))
+    return json_response(legacy_status(job.job_id, job.status, job.error))
 
 
 @docs(tags=TAG, summary="Job status (original API)")
@@ -46,7 +47,7 @@ async def status(request: web.Request) -> web.Response:
     try:
         state = await request.app[MANAGER].state(job_id, owner=owner_of(request))
     except JobNotFound as exc:
-        return web.json_response(
+        return json_response(
             {"code": 404, "job_id": job_id, "status": "NotFound", "error": str(exc)}, status=404
         )
-    return web.json_response(legacy_status(job_id, state.status, state.error))
+    return json_response(legacy_status(job_id, state.status, state.error))

@@ -8,6 +8,7 @@ from primaa import __version__
 from primaa.api.algorithms import broken_plugins
 from primaa.api.apidoc import docs, response_schema
 from primaa.api.openapi import swagger_page
+from primaa.api.responses import json_response
 from primaa.api.schemas import HealthSchema
 from primaa.appkeys import MANAGER, METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
 
@@ -39,7 +40,7 @@ async def health(request: web.Request) -> web.Response:
         "store": store_state,
         "workers": request.app[SETTINGS].worker_count,
     }
-    return web.json_response(body, status=503 if status in {"unavailable", "draining"} else 200)
+    return json_response(body, status=503 if status in {"unavailable", "draining"} else 200)
 
 
 @docs(
@@ -60,7 +61,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @docs(tags=TAG, summary="This OpenAPI 3 document")
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
+    return json_response(request.app[OPENAPI])
 
 
 @docs(
