@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from primaa import __version__
 from primaa.api.auth import api_key_auth
@@ -53,7 +54,7 @@ def create_app(
     store: JobStore | None = None,
 ) -> web.Application:
     """Build the application; ``registry`` and ``store`` may be injected (tests, embedding)."""
-    middlewares = [request_context]
+    middlewares: list[Middleware] = [request_context]
     if settings.api_keys:
         # Without keys there is nothing to check, and no layer on every request.
         middlewares.append(api_key_auth(settings))

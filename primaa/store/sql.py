@@ -287,7 +287,8 @@ def _job_from_row(row: Sequence[Any]) -> Job:
     parameters = row[2]
     if isinstance(parameters, str):
         parameters = json.loads(parameters)
-    return Job(row[0], row[1], parameters, _STATUSES[row[3]], *row[4:19], bool(row[19]))
+    values = (row[0], row[1], parameters, _STATUSES[row[3]], *row[4:19], bool(row[19]))
+    return Job(*values)
 
 
 #: Status by stored value: a dict lookup is a tenth of the cost of calling the enum.
