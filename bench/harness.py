@@ -227,11 +227,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident set size from ``/proc`` (no psutil needed); 0 when the process is gone."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident set size from ``/proc`` (no psutil needed); 0 when the process is gone.
+
+    ``field="RssAnon"``: only the process's own (anonymous) memory, without the
+    file pages it maps, such as the SQLite database the status reader maps.
+    """
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

