@@ -189,7 +189,7 @@ async def _pipeline(quick: bool, tmp: Path, base: Path | None = None) -> list[li
     burst = 300 if quick else 3000
     paced = 100 if quick else 600
     if base is not None:
-        rows += await _burst_against(base, burst // 5 if not quick else burst, tmp)
+        rows += await _burst_against(base, min(burst, 600), tmp)
     async with Loopback([tiny_png()]).serving() as loopback:
         with primaa_serve(tmp / "noop", workers=1) as primaa:
             await _submit_all(primaa.url, loopback, "bench_noop", 50)  # warm-up

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -58,3 +60,27 @@ def test_the_console_renderer_never_uses_rich_tracebacks() -> None:
     ]
     assert len(renderers) == 1
     assert renderers[0]._exception_formatter is structlog.dev.plain_traceback
+
+
+def test_a_log_line_with_values_orjson_refuses_is_still_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Integer keys (marshmallow's per-item errors) and integers beyond 64 bits."""
+    configure_logging("json", "info")
+    structlog.get_logger("test").info("event", details={0: ["bad item"]}, n=2**70)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["details"] == {"0": ["bad item"]}
+    assert line["n"] == 2**70
+
+
+async def test_lines_logged_on_the_event_loop_are_written_at_the_end_of_the_turn(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", "info")
+    log = structlog.get_logger("test")
+    log.info("first")
+    log.info("second")
+    assert capsys.readouterr().err == ""
+    await asyncio.sleep(0)
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["first", "second"]

@@ -1,6 +1,7 @@
 """Request id, errors as JSON and one log line per request; input validated by the docs' schemas.
 
-Two layers, not one per concern: every layer is a coroutine frame on every request.
+The first three concerns share one middleware: every layer is a coroutine frame
+on every request.
 """
 
 from __future__ import annotations

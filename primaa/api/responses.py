@@ -1,22 +1,13 @@
-"""JSON answers rendered by orjson: several times faster than ``json`` on the large
-GeoJSON results and on the small bodies of every status poll."""
+"""JSON answers, encoded by :func:`primaa.fastjson.dumps`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-
-def dumps(data: Any) -> bytes:
-    try:
-        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:
-        # Integers beyond 64 bits, which a client may send inside parameters.
-        return json.dumps(data).encode()
+from primaa.fastjson import dumps
 
 
 def json_response(

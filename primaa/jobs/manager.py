@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow
 import structlog
@@ -245,9 +245,7 @@ class JobManager:
             self._creating += 1
 
     async def get(self, job_id: str, *, owner: str | None = None) -> Job:
-        job = await self.store.get(job_id)
-        if job is None or (owner is not None and job.owner != owner):
-            raise JobNotFound(job_id)
+        job = _visible(await self.store.get(job_id), job_id, owner)
         active = self._active.get(job_id)
         if active is not None and job.status is JobStatus.RUNNING:
             job = job.evolve(progress=max(job.progress, active.progress))
@@ -255,10 +253,7 @@ class JobManager:
 
     async def state(self, job_id: str, *, owner: str | None = None) -> JobState:
         """Status and error alone (the original API's poll), without reading the whole job."""
-        state = await self.store.state(job_id)
-        if state is None or (owner is not None and state.owner != owner):
-            raise JobNotFound(job_id)
-        return state
+        return _visible(await self.store.state(job_id), job_id, owner)
 
     async def list(
         self,
@@ -646,6 +641,16 @@ class JobManager:
             Path(job.image_path).unlink(missing_ok=True)
         if job.image_url is not None:
             (self._policy.spool_dir / f"{job.job_id}.img").unlink(missing_ok=True)
+
+
+_Owned = TypeVar("_Owned", Job, JobState)
+
+
+def _visible(found: _Owned | None, job_id: str, owner: str | None) -> _Owned:
+    """What was read of a job, if the caller may see it: another owner's job is not found."""
+    if found is None or (owner is not None and found.owner != owner):
+        raise JobNotFound(job_id)
+    return found
 
 
 class _TimedOut(Exception):

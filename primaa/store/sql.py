@@ -29,6 +29,7 @@ from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from primaa.fastjson import dumps
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
@@ -81,16 +82,14 @@ _ALIASES: Final = {
 def store_url(url: str) -> URL:
     """``url`` with the driver this store runs on (``postgresql://`` → ``postgresql+asyncpg://``)."""
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgres":
-        backend = "postgresql"
+    named = _ALIASES.get(parsed.drivername, parsed.drivername)
+    backend = named.partition("+")[0]
     if backend not in _DRIVERS:
         raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
     driver = _DRIVERS[backend]
-    named = _ALIASES.get(parsed.drivername, parsed.drivername)
-    if named in {backend, driver}:
-        return parsed.set(drivername=driver)
-    raise ValueError(f"{parsed.drivername} is not a driver this store runs on; use {driver}")
+    if named not in {backend, driver}:
+        raise ValueError(f"{parsed.drivername} is not a driver this store runs on; use {driver}")
+    return parsed.set(drivername=driver)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -204,36 +203,47 @@ _REQUEUE_RETRY: Final = (
 _COUNT: Final = sa.select(jobs.c.algorithm, jobs.c.status, sa.func.count()).group_by(
     jobs.c.algorithm, jobs.c.status
 )
-_DUE: Final = (
-    sa.select(deliveries)
-    .where(
-        deliveries.c.status == DeliveryStatus.PENDING.value,
-        deliveries.c.next_attempt_at <= sa.bindparam("now"),
-    )
-    .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at, deliveries.c.delivery_id)
-    .limit(sa.bindparam("limit"))
-)
-_ATTEMPTS: Final = (
-    sa.select(delivery_attempts)
-    .where(delivery_attempts.c.delivery_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(delivery_attempts.c.attempt_id)
-)
-#: The deliveries of one job with their attempts, for the read path: one query.
-_DELIVERIES_FOR_JOB: Final = (
-    sa.select(
-        deliveries,
-        delivery_attempts.c.at,
-        delivery_attempts.c.status_code,
-        delivery_attempts.c.error,
-        delivery_attempts.c.duration,
-    )
-    .select_from(
-        deliveries.outerjoin(
-            delivery_attempts, delivery_attempts.c.delivery_id == deliveries.c.delivery_id
+
+
+def _deliveries_with_attempts(where: sa.ColumnElement[bool], *order: Any) -> sa.Select[Any]:
+    """Deliveries and their attempts in one query: a delivery's columns, then one
+    attempt's (NULLs for a delivery without any), read by ``_deliveries_from_rows``."""
+    return (
+        sa.select(
+            deliveries,
+            delivery_attempts.c.at,
+            delivery_attempts.c.status_code,
+            delivery_attempts.c.error,
+            delivery_attempts.c.duration,
         )
+        .select_from(
+            deliveries.outerjoin(
+                delivery_attempts, delivery_attempts.c.delivery_id == deliveries.c.delivery_id
+            )
+        )
+        .where(where)
+        .order_by(*order, deliveries.c.delivery_id, delivery_attempts.c.attempt_id)
     )
-    .where(deliveries.c.job_id == sa.bindparam("job_id"))
-    .order_by(deliveries.c.created_at, deliveries.c.delivery_id, delivery_attempts.c.attempt_id)
+
+
+#: The deliveries of one job, for ``GET /jobs/{id}``.
+_FOR_JOB: Final = _deliveries_with_attempts(
+    deliveries.c.job_id == sa.bindparam("job_id"), deliveries.c.created_at
+)
+_DUE_ORDER: Final = (deliveries.c.next_attempt_at, deliveries.c.created_at)
+#: The ``limit`` deliveries due first, for the outbox.
+_DUE: Final = _deliveries_with_attempts(
+    deliveries.c.delivery_id.in_(
+        sa.select(deliveries.c.delivery_id)
+        .where(
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            deliveries.c.next_attempt_at <= sa.bindparam("now"),
+        )
+        .order_by(*_DUE_ORDER, deliveries.c.delivery_id)
+        .limit(sa.bindparam("limit"))
+        .scalar_subquery()
+    ),
+    *_DUE_ORDER,
 )
 _RECORD: Final = (
     deliveries.update()
@@ -280,6 +290,10 @@ def _claim_statement(dialect: str) -> sa.Update:
     return update.where(jobs.c.status == _PENDING).returning(*jobs.columns)
 
 
+def _json_text(value: Any) -> str:
+    return dumps(value).decode()
+
+
 def _job_from_row(row: Sequence[Any]) -> Job:
     """A job from a row in ``jobs`` column order (the field order of :class:`Job`).
 
@@ -297,9 +311,9 @@ def _job_from_row(row: Sequence[Any]) -> Job:
 _STATUSES: Final = {status.value: status for status in JobStatus}
 
 
-def _deliveries_from_joined(rows: Iterable[Sequence[Any]]) -> builtins.list[Delivery]:
-    """Deliveries from rows of ``_DELIVERIES_FOR_JOB``: a delivery's columns (``payload``
-    decoded, or JSON text from the bare driver), then one attempt's or NULLs."""
+def _deliveries_from_rows(rows: Iterable[Sequence[Any]]) -> builtins.list[Delivery]:
+    """Deliveries from rows of ``_deliveries_with_attempts`` (``payload`` decoded, or JSON
+    text from the bare driver), in the rows' order."""
     found: dict[str, tuple[Sequence[Any], builtins.list[DeliveryAttempt]]] = {}
     for row in rows:
         entry = found.setdefault(row[0], (row, []))
@@ -395,6 +409,9 @@ class SqlStore:
         self.dialect = self.url.get_backend_name()
         self.exclusive = self.dialect == "sqlite"
         options = dict(engine_options or {})
+        # The JSON columns (parameters, callback payloads) and results: written with the
+        # encoder of the answers, 25x faster than json on a large result.
+        options.setdefault("json_serializer", _json_text)
         self._commits: GroupCommit | None = None
         self._engine: AsyncEngine | None = None
         dialect: sa.Dialect
@@ -418,7 +435,7 @@ class SqlStore:
         self._claim = _claim_statement(self.dialect)
         self._get_sql = str(_GET_JOB.compile(dialect=dialect))
         self._state_sql = str(_GET_STATE.compile(dialect=dialect))
-        self._deliveries_sql = str(_DELIVERIES_FOR_JOB.compile(dialect=dialect))
+        self._deliveries_sql = str(_FOR_JOB.compile(dialect=dialect))
         self._reader: sqlite3.Connection | None = None
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
@@ -611,7 +628,7 @@ class SqlStore:
         values = job_row(job)
         params = {f"new_{name}": values[name] for name in _FINISH_COLUMNS}
         params.update(id=job.job_id, expected=expected.value, cancel=job.cancel_requested)
-        geojson = json.dumps(result) if result is not None else None
+        geojson = _json_text(result) if result is not None else None
 
         def finish(conn: Connection) -> None:
             if conn.execute(_FINISH, params).rowcount != 1:
@@ -639,7 +656,7 @@ class SqlStore:
         if limit <= 0:
             return []
         params = {"now": now, "limit": limit}
-        return await self.run(lambda conn: _with_attempts(conn, conn.execute(_DUE, params).all()))
+        return _deliveries_from_rows(await self.run(lambda conn: conn.execute(_DUE, params).all()))
 
     async def record_attempt(
         self,
@@ -661,12 +678,12 @@ class SqlStore:
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
         """Read with every ``GET /jobs/{id}``: on SQLite, from the reader like :meth:`get`."""
         if self._reader is not None:
-            return _deliveries_from_joined(
+            return _deliveries_from_rows(
                 self._reader.execute(self._deliveries_sql, (job_id,)).fetchall()
             )
         query = {"job_id": job_id}
-        rows = await self.run(lambda conn: conn.execute(_DELIVERIES_FOR_JOB, query).all())
-        return _deliveries_from_joined(rows)
+        rows = await self.run(lambda conn: conn.execute(_FOR_JOB, query).all())
+        return _deliveries_from_rows(rows)
 
     async def add_delivery(self, delivery: Delivery) -> None:
         def add(conn: Connection) -> None:
@@ -687,27 +704,3 @@ def _insert_delivery(conn: Connection, delivery: Delivery) -> None:
             delivery_attempts.insert(),
             [_attempt_values(delivery.delivery_id, a) for a in delivery.attempts],
         )
-
-
-def _with_attempts(conn: Connection, rows: Sequence[Row[Any]]) -> builtins.list[Delivery]:
-    if not rows:
-        return []
-    by_delivery: dict[str, builtins.list[DeliveryAttempt]] = {}
-    for a in conn.execute(_ATTEMPTS, {"ids": [row.delivery_id for row in rows]}):
-        by_delivery.setdefault(a.delivery_id, []).append(
-            DeliveryAttempt(at=a.at, status_code=a.status_code, error=a.error, duration=a.duration)
-        )
-    return [
-        Delivery(
-            delivery_id=row.delivery_id,
-            job_id=row.job_id,
-            url=row.url,
-            payload=row.payload,
-            token=row.token,
-            status=DeliveryStatus(row.status),
-            next_attempt_at=row.next_attempt_at,
-            attempts=tuple(by_delivery.get(row.delivery_id, ())),
-            created_at=row.created_at,
-        )
-        for row in rows
-    ]

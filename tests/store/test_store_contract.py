@@ -701,8 +701,19 @@ async def test_due_deliveries_oldest_first_up_to_the_limit(store: JobStore) -> N
     ]
     for delivery in deliveries:
         await store.add_delivery(delivery)
+    # Failed attempts of the first due: the limit counts deliveries, not attempts.
+    for k in range(3):
+        failed = DeliveryAttempt(at=T0 + k, status_code=503, error=None, duration=0.1)
+        await store.record_attempt(
+            deliveries[1].delivery_id,
+            failed,
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=T0 + 10,
+        )
     due = await store.due_deliveries(now=T0 + 1000, limit=2)
     assert [d.job_id for d in due] == ["job-0001", "job-0002"]
+    assert [len(d.attempts) for d in due] == [3, 0]
+    assert [a.at for a in due[0].attempts] == [T0, T0 + 1, T0 + 2]
     assert len(await store.due_deliveries(now=T0 + 1000, limit=10)) == 3
 
 
