@@ -264,7 +264,7 @@ def seeded_job(index: int) -> tuple[Job, Delivery | None]:
         image_url=f"https://images.example.org/slides/{index}.png",
         callback_url=None if index % 4 == 3 else "https://lims.example.org/callback",
         callback_token="secret-token",
-        progress=100.0,
+        progress_percent=100.0,
         attempts=1,
         error="the image is not a PNG, JPEG or TIFF" if failed else None,
         created_at=created,

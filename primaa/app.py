@@ -21,6 +21,7 @@ from primaa.api.openapi import build_openapi
 from primaa.api.routes import add_routes
 from primaa.appkeys import (
     CLIENT_SESSION,
+    DISPATCHER,
     MANAGER,
     METRICS,
     OPENAPI,
@@ -31,15 +32,16 @@ from primaa.appkeys import (
     URL_GUARD,
 )
 from primaa.config import Settings
+from primaa.execution.on_loop import LoopExecutor
 from primaa.execution.pool import ProcessPoolRunner
 from primaa.imaging.fetch import ImageFetcher
 from primaa.imaging.urlguard import UrlGuard, make_connector
-from primaa.jobs.manager import JobManager, ManagerPolicy
+from primaa.jobs.core import CorePolicy, build_jobs_core
+from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 from primaa.store.factory import open_store_from_url
-from primaa.store.protocol import JobStore
 from primaa.webhooks.outbox import Outbox, WebhookSender
 from primaa.webhooks.retry import RetryPolicy
 from primaa.webhooks.signing import decode_secret
@@ -128,14 +130,15 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         read_timeout=settings.fetch_read_timeout,
         total_timeout=settings.fetch_total_timeout,
     )
-    manager = JobManager(
+    core = build_jobs_core(
         store=store,
         registry=app[REGISTRY],
-        executor=runner,
+        cpu_executor=runner,
+        io_executor=LoopExecutor(app[REGISTRY], max_pixels=settings.max_image_pixels),
         images=fetcher,
         notifier=outbox,
         metrics=app[METRICS],
-        policy=ManagerPolicy(
+        policy=CorePolicy(
             cpu_slots=settings.worker_count,
             io_slots=settings.io_concurrency,
             lease_seconds=settings.lease_seconds,
@@ -143,17 +146,17 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             job_timeout=settings.job_timeout,
             max_job_timeout=settings.max_job_timeout,
             max_unfinished=settings.max_unfinished_jobs,
-            max_image_pixels=settings.max_image_pixels,
             spool_dir=settings.spool_dir,
         ),
         check_url=guard.check_url,
     )
-    app[MANAGER] = manager
+    app[MANAGER] = core.manager
+    app[DISPATCHER] = dispatcher = core.dispatcher
     app[OUTBOX] = outbox
-    await manager.recover()
+    await dispatcher.recover()
     store_loops = [
-        _supervised("dispatcher", manager.run),
-        _supervised("housekeeping", manager.housekeeping),
+        _supervised("dispatcher", dispatcher.run),
+        _supervised("housekeeping", dispatcher.housekeeping),
         _supervised("outbox", outbox.run),
     ]
     monitor = _supervised(
@@ -169,7 +172,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # Loops that write to the store stop at their next step rather than being
         # cancelled mid-write (a database thread finishing after the event loop
         # closed is an error); whatever has not stopped in time is cancelled.
-        await manager.close()
+        await dispatcher.close()
         outbox.stop()
         _, late = await asyncio.wait(store_loops, timeout=settings.webhook_timeout + 1.0)
         for task in (*late, monitor):

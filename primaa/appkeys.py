@@ -9,10 +9,11 @@ from aiohttp import web
 
 from primaa.config import Settings
 from primaa.imaging.urlguard import UrlGuard
+from primaa.jobs.dispatcher import Dispatcher
 from primaa.jobs.manager import JobManager
+from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.plugins.registry import AlgorithmRegistry
-from primaa.store.protocol import JobStore
 from primaa.webhooks.outbox import Outbox
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,6 +21,7 @@ REGISTRY = web.AppKey("registry", AlgorithmRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 STORE = web.AppKey("store", JobStore)
 MANAGER = web.AppKey("manager", JobManager)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 OUTBOX = web.AppKey("outbox", Outbox)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
@@ -29,4 +31,4 @@ URL_GUARD = web.AppKey("url_guard", UrlGuard)
 REQUEST_ID = web.RequestKey("request_id", str)
 JSON_BODY = web.RequestKey("json", dict[str, Any])
 QUERY = web.RequestKey("querystring", dict[str, Any])
-OWNER = web.RequestKey("owner", str)
+CLIENT_ID = web.RequestKey("client_id", str)

@@ -80,6 +80,11 @@ class Metrics:
         counter.inc()
         histogram.observe(seconds)
 
+    def job_finished(self, algorithm: str, status: str, seconds: float | None) -> None:
+        self.jobs_finished.labels(algorithm, status).inc()
+        if seconds is not None:
+            self.job_duration.labels(algorithm, status).observe(seconds)
+
     def set_job_counts(self, counts: Mapping[tuple[str, JobStatus], int]) -> None:
         self.jobs.clear()
         pending = 0

@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from primaa.appkeys import MANAGER, OUTBOX, SETTINGS, STORE
-from primaa.store.protocol import JobStore
+from primaa.appkeys import DISPATCHER, OUTBOX, SETTINGS, STORE
+from primaa.jobs.storage import DeliveryStore
 from primaa.webhooks.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -66,11 +66,11 @@ async def serve(app: web.Application, *, host: str, port: int) -> None:
 async def drain(app: web.Application) -> None:
     """Let running jobs finish within the grace, then send the callbacks that are due."""
     settings = app[SETTINGS]
-    await app[MANAGER].drain(settings.shutdown_grace_seconds)
+    await app[DISPATCHER].drain(settings.shutdown_grace_seconds)
     await flush_callbacks(app[STORE], app[OUTBOX], within=settings.webhook_timeout)
 
 
-async def flush_callbacks(store: JobStore, outbox: Outbox, *, within: float) -> None:
+async def flush_callbacks(store: DeliveryStore, outbox: Outbox, *, within: float) -> None:
     """Wait (at most ``within`` s) until every delivery due now has had one more attempt.
 
     The outbox loop does the sending, so a delivery is never sent twice at once;

@@ -5,7 +5,7 @@ Only SHA-256 digests of the configured keys are kept (``Settings`` hashes plain 
 as it is built), and a presented key is hashed at once and compared with
 ``hmac.compare_digest``, so neither memory nor a traceback holds a configured key.
 
-The owner of a job is the first 16 hex digits of its key's SHA-256: stable across
+The client id of a job is the first 16 hex digits of its key's SHA-256: stable across
 restarts and across switching a key from plain to ``sha256:`` form, and not the
 key itself, so it may be stored and logged.
 """
@@ -22,12 +22,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from primaa.api.errors import ApiError
-from primaa.appkeys import OWNER
+from primaa.appkeys import CLIENT_ID
 from primaa.config import API_KEY_HASH_PREFIX, Settings, hash_api_key
 
 #: Routes anyone may call: liveness probes and the public API documentation.
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/static"})
-OWNER_ID_CHARS = 16
+CLIENT_ID_CHARS = 16
 WWW_AUTHENTICATE = 'Bearer realm="primaa"'
 
 
@@ -36,9 +36,9 @@ def public_paths(settings: Settings) -> frozenset[str]:
     return PUBLIC_PATHS if settings.metrics_require_key else PUBLIC_PATHS | {"/metrics"}
 
 
-def owner_id(key: str) -> str:
-    """The non-secret owner id of the jobs a key creates."""
-    return _digest(key).hex()[:OWNER_ID_CHARS]
+def client_id_of_key(key: str) -> str:
+    """The non-secret client id of the jobs a key creates."""
+    return _digest(key).hex()[:CLIENT_ID_CHARS]
 
 
 def _digest(key: str) -> bytes:
@@ -59,13 +59,13 @@ class KeyRing:
     def __bool__(self) -> bool:
         return bool(self._digests)
 
-    def owner_of(self, presented: str) -> str | None:
-        """The owner id of ``presented`` when it is an accepted key, else ``None``."""
+    def client_id_of(self, presented: str) -> str | None:
+        """The client id of ``presented`` when it is an accepted key, else ``None``."""
         digest = _digest(presented)
         matched = False
         for accepted in self._digests:
             matched |= hmac.compare_digest(accepted, digest)
-        return digest.hex()[:OWNER_ID_CHARS] if matched else None
+        return digest.hex()[:CLIENT_ID_CHARS] if matched else None
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -90,9 +90,9 @@ def api_key_auth(settings: Settings) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if keys and not _is_public(request, public):
-            owner = _authenticated_owner(request, keys)
-            request[OWNER] = owner
-            structlog.contextvars.bind_contextvars(owner=owner)
+            client_id = _authenticated_client(request, keys)
+            request[CLIENT_ID] = client_id
+            structlog.contextvars.bind_contextvars(client_id=client_id)
         return await handler(request)
 
     return authenticate
@@ -103,12 +103,12 @@ def _is_public(request: web.Request, public: frozenset[str]) -> bool:
     return resource is not None and resource.canonical in public
 
 
-def _authenticated_owner(request: web.Request, keys: KeyRing) -> str:
+def _authenticated_client(request: web.Request, keys: KeyRing) -> str:
     """Kept apart from the middleware so the presented key is not a local of a frame that
     stays on the stack (and in tracebacks) while the view runs."""
     key = presented_key(request)
-    owner = keys.owner_of(key) if key is not None else None
-    if owner is None:
+    client_id = keys.client_id_of(key) if key is not None else None
+    if client_id is None:
         message = (
             "a valid API key is required: send it as `X-API-Key: <key>`"
             " or `Authorization: Bearer <key>`"
@@ -116,7 +116,7 @@ def _authenticated_owner(request: web.Request, keys: KeyRing) -> str:
             else "the API key is not valid"
         )
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
-    return owner
+    return client_id
 
 
 def is_loopback(host: str) -> bool:

@@ -25,7 +25,7 @@ from primaa.api.schemas import (
     JobSubmissionSchema,
     ResultQuerySchema,
 )
-from primaa.appkeys import JSON_BODY, MANAGER, OWNER, QUERY, SETTINGS
+from primaa.appkeys import CLIENT_ID, JSON_BODY, MANAGER, QUERY, SETTINGS
 from primaa.imaging.fetch import EmptyUpload, FetchError, spool_part
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
@@ -52,9 +52,9 @@ _UPLOAD_DOC = {
 }
 
 
-def owner_of(request: web.Request) -> str | None:
+def client_id_of(request: web.Request) -> str | None:
     """The API key the request is made with; ``None`` while authentication is off."""
-    return request.get(OWNER)
+    return request.get(CLIENT_ID)
 
 
 @docs(
@@ -78,7 +78,7 @@ async def create_job(request: web.Request) -> web.Response:
     else:
         body = request[JSON_BODY]
         job_request = job_request_from(body)
-    job = await request.app[MANAGER].submit(job_request, owner=owner_of(request))
+    job = await request.app[MANAGER].submit(job_request, client_id=client_id_of(request))
     return json_response(
         present_job(job, []), status=202, headers={"Location": f"/jobs/{job.job_id}"}
     )
@@ -175,7 +175,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         page = await request.app[MANAGER].list(
             status=JobStatus(query["status"]) if "status" in query else None,
             algorithm=query.get("algorithm_name"),
-            owner=owner_of(request),
+            client_id=client_id_of(request),
             cursor=query.get("cursor"),
             limit=query["limit"],
         )
@@ -191,7 +191,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job_id = request.match_info["job_id"]
-    job = await manager.get(job_id, owner=owner_of(request))
+    job = await manager.get(job_id, client_id=client_id_of(request))
     return json_response(present_job(job, await manager.deliveries(job)))
 
 
@@ -207,7 +207,7 @@ async def get_job(request: web.Request) -> web.Response:
 @response_schema(FeatureSchema, 200, description="GeoJSON Feature, or QuPath FeatureCollection")
 async def get_result(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    feature = await manager.result(request.match_info["job_id"], owner=owner_of(request))
+    feature = await manager.result(request.match_info["job_id"], client_id=client_id_of(request))
     if request[QUERY]["format"] == "qupath":
         return json_response(feature_to_qupath(feature), content_type="application/geo+json")
     return json_response(dict(feature), content_type="application/geo+json")
@@ -222,7 +222,7 @@ async def get_result(request: web.Request) -> web.Response:
 @response_schema(JobSchema, 202)
 async def cancel_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    job = await manager.cancel(request.match_info["job_id"], owner=owner_of(request))
+    job = await manager.cancel(request.match_info["job_id"], client_id=client_id_of(request))
     return json_response(present_job(job), status=202)
 
 
@@ -243,8 +243,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 @response_schema(JobSchema, 202, description="Queued; `callback.delivery_id` names the new one")
 async def redeliver_callback(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    owner = owner_of(request)
+    client_id = client_id_of(request)
     job_id = request.match_info["job_id"]
-    await manager.redeliver(job_id, owner=owner)
-    job = await manager.get(job_id, owner=owner)
+    await manager.redeliver(job_id, client_id=client_id)
+    job = await manager.get(job_id, client_id=client_id)
     return json_response(present_job(job, await manager.deliveries(job)), status=202)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from primaa.api.apidoc import docs, json_schema, response_schema
-from primaa.api.jobs import job_request_from, owner_of
+from primaa.api.jobs import client_id_of, job_request_from
 from primaa.api.present import legacy_status
 from primaa.api.responses import json_response
 from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema
@@ -34,7 +34,7 @@ async def submit(request: web.Request) -> web.Response:
     body = request[JSON_BODY]
     job = await request.app[MANAGER].submit(
         job_request_from(body),
-        owner=owner_of(request),
+        client_id=client_id_of(request),
     )
     return json_response(legacy_status(job.job_id, job.status, job.error))
 
@@ -45,7 +45,7 @@ async def submit(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     try:
-        state = await request.app[MANAGER].state(job_id, owner=owner_of(request))
+        state = await request.app[MANAGER].state(job_id, client_id=client_id_of(request))
     except JobNotFound as exc:
         return json_response(
             {"code": 404, "job_id": job_id, "status": "NotFound", "error": str(exc)}, status=404

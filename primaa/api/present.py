@@ -45,7 +45,9 @@ def present_job(job: Job, deliveries: Sequence[Delivery] | None = None) -> dict[
         "algorithm_name": job.algorithm,
         "parameters": dict(job.parameters),
         "image_url": job.image_url,
-        "progress": job.progress,
+        "progress_percent": job.progress_percent,
+        # The name of earlier versions, kept for the clients that read it.
+        "progress": job.progress_percent,
         "attempts": job.attempts,
         "error": job.error,
         "cancel_requested": job.cancel_requested,

@@ -107,7 +107,10 @@ class JobSchema(Schema):
     algorithm_name = fields.String(required=True)
     parameters = fields.Dict()
     image_url = fields.String(allow_none=True)
-    progress = fields.Float(metadata={"description": "0 to 100."})
+    progress_percent = fields.Float(metadata={"description": "How far the job got, 0 to 100."})
+    progress = fields.Float(
+        metadata={"description": "Same as progress_percent; the name of earlier versions."}
+    )
     attempts = fields.Integer()
     error = fields.String(allow_none=True)
     cancel_requested = fields.Boolean()

@@ -28,12 +28,11 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import Process
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -44,12 +43,19 @@ from primaa.execution.worker import (
     initialize,
     run_job,
 )
-from primaa.jobs.ports import JobInterrupted, OutOfMemory, WorkerCrashed, WorkerLost
+from primaa.imaging.decode import ImageDecodeError
+from primaa.jobs.ports import (
+    ImageUnavailable,
+    JobInterrupted,
+    OutOfMemory,
+    ProgressSink,
+    Task,
+    WorkerCrashed,
+    WorkerLost,
+)
 from primaa.plugins.algorithm import AlgorithmResult, JobCancelled
 
 log = structlog.get_logger(__name__)
-
-ProgressSink = Callable[[str, float], None]
 
 #: How long a post-mortem waits for the workers of a broken pool to exit.
 EXIT_WAIT_SECONDS = 5.0
@@ -209,14 +215,13 @@ class ProcessPoolRunner:
             if barrier is not None and not barrier.done():
                 barrier.set_result(None)
 
-    async def run(
-        self, job_id: str, algorithm: str, image_path: Path, parameters: Mapping[str, Any]
-    ) -> AlgorithmResult:
+    async def run(self, task: Task) -> AlgorithmResult:
+        job_id = task.job_id
         request = WorkRequest(
             job_id=job_id,
-            algorithm=algorithm,
-            image_path=str(image_path),
-            parameters=dict(parameters),
+            algorithm=task.algorithm,
+            image_path=str(task.image_path),
+            parameters=dict(task.parameters),
             max_pixels=self._max_pixels,
             request_id=structlog.contextvars.get_contextvars().get("request_id"),
         )
@@ -228,6 +233,8 @@ class ProcessPoolRunner:
             raise verdict.error_for(job_id) from None
         except MemoryError:
             raise OutOfMemory(self._memory_limit_mb) from None
+        except ImageDecodeError as exc:
+            raise ImageUnavailable(str(exc)) from None
 
     def _submit(self, request: WorkRequest) -> tuple[_Generation, Future[AlgorithmResult]]:
         """Submit to the current pool; one that broke while idle is replaced and tried once more."""

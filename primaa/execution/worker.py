@@ -20,10 +20,11 @@ import structlog
 
 from primaa.imaging.decode import decode_image
 from primaa.logging import configure_logging
-from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled, percent
+from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 
-#: Messages from workers to the service: ("started", job_id, pid) and ("progress", job_id, pct);
+#: Messages from workers to the service: ("started", job_id, pid) and
+#: ("progress", job_id, fraction from 0 to 1);
 #: the service itself sends ("sync", token, 0) and ``None`` (stop) to its reader thread.
 WorkerEvent = tuple[str, str, float]
 
@@ -125,8 +126,7 @@ class WorkerProgress:
         now = time.monotonic()
         if self._events is not None and now - self._last_sent >= PROGRESS_INTERVAL:
             self._last_sent = now
-            pct = percent(fraction)
-            self._events.send(("progress", self._job_id, pct))
+            self._events.send(("progress", self._job_id, fraction))
 
 
 def run_job(request: WorkRequest) -> AlgorithmResult:

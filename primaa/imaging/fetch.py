@@ -18,6 +18,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from primaa.imaging.urlguard import UnsafeUrl, UrlGuard
+from primaa.jobs.ports import ImageUnavailable
 
 __all__ = ["EmptyUpload", "FetchError", "ImageFetcher", "spool_part"]
 
@@ -28,7 +29,7 @@ _JOB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ACCEPT: Final = "image/jpeg, image/png, image/tiff, */*;q=0.5"
 
 
-class FetchError(Exception):
+class FetchError(ImageUnavailable):
     """The image could not be fetched or stored; the message is safe to show to clients."""
 
 

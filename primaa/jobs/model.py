@@ -84,8 +84,9 @@ class Job:
     callback_url: str | None = None
     callback_token: str | None = dataclasses.field(default=None, repr=False)
     #: The API key (hash) that created the job; ``None`` when auth is off.
-    owner: str | None = None
-    progress: float = 0.0
+    client_id: str | None = None
+    #: How far the running algorithm got, 0 to 100 (algorithms report fractions, 0 to 1).
+    progress_percent: float = 0.0
     attempts: int = 0
     error: str | None = None
     created_at: float = dataclasses.field(default_factory=time.time)
@@ -109,24 +110,24 @@ class Job:
         stamp = time.time() if now is None else now
         extra: dict[str, Any] = {"status": target, "updated_at": stamp}
         if target is JobStatus.RUNNING:
-            extra.update(started_at=stamp, attempts=self.attempts + 1, progress=0.0)
+            extra.update(started_at=stamp, attempts=self.attempts + 1, progress_percent=0.0)
         if target.is_terminal:
             extra.update(finished_at=stamp, lease_owner=None, lease_expires_at=None)
             if target is JobStatus.COMPLETED:
-                extra["progress"] = 100.0
+                extra["progress_percent"] = 100.0
         if target is JobStatus.PENDING:
-            extra.update(lease_owner=None, lease_expires_at=None, progress=0.0)
+            extra.update(lease_owner=None, lease_expires_at=None, progress_percent=0.0)
         extra.update(changes)
         return dataclasses.replace(self, **extra)
 
 
 class JobState(NamedTuple):
-    """A job's status, error and owner alone: what the original API's status poll
+    """A job's status, error and client id alone: what the original API's status poll
     shows (and checks), read without the rest of the row since clients poll it most."""
 
     status: JobStatus
     error: str | None
-    owner: str | None
+    client_id: str | None
 
 
 class DeliveryStatus(enum.StrEnum):

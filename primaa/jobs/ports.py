@@ -1,12 +1,36 @@
-"""What the job manager needs from the outside, as protocols; backends are chosen in app.py."""
+"""What the jobs core needs from the outside, as protocols; backends are chosen in app.py.
+
+The store's port lives beside this one in :mod:`primaa.jobs.storage`. Backends
+(``primaa.execution``, ``primaa.imaging.fetch``, ``primaa.webhooks``,
+``primaa.metrics``) import these protocols and the errors below; the jobs core
+imports none of them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from primaa.plugins.algorithm import AlgorithmResult
+
+
+class TaskError(Exception):
+    """A task failed for a reason its message states in words safe to show a client
+    (the image could not be fetched or decoded, the algorithm ran out of memory or time)."""
+
+
+class ImageUnavailable(TaskError):
+    """The image could not be fetched, stored or decoded."""
+
+
+class OutOfMemory(TaskError):
+    """The algorithm hit the worker's memory limit (a ``MemoryError`` in the worker)."""
+
+    def __init__(self, limit_mb: int) -> None:
+        limit = f" (worker limit {limit_mb} MB)" if limit_mb else ""
+        super().__init__(f"the algorithm ran out of memory{limit}")
 
 
 class WorkerLost(Exception):
@@ -25,25 +49,35 @@ class JobInterrupted(WorkerLost):
     """Another job's worker died and took this one's pool down: re-run it, uncounted."""
 
 
-class OutOfMemory(Exception):
-    """The algorithm hit the worker's memory limit (a ``MemoryError`` in the worker)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One algorithm run on one image: what an executor is given.
 
-    def __init__(self, limit_mb: int) -> None:
-        limit = f" (worker limit {limit_mb} MB)" if limit_mb else ""
-        super().__init__(f"the algorithm ran out of memory{limit}")
-
-
-class CpuExecutor(Protocol):
-    """Runs CPU-bound algorithms away from the event loop (a process pool).
-
-    ``run`` raises :class:`WorkerCrashed`, :class:`JobInterrupted` or
-    :class:`WorkerLost` when a worker dies, :class:`OutOfMemory`, and
-    ``JobCancelled`` when the job was stopped by :meth:`cancel`.
+    Small and picklable: the image travels as a reference (a file the worker can
+    open), never as pixels.
     """
 
-    async def run(
-        self, job_id: str, algorithm: str, image_path: Path, parameters: Mapping[str, Any]
-    ) -> AlgorithmResult: ...
+    job_id: str
+    algorithm: str
+    image_path: Path
+    parameters: Mapping[str, Any]
+
+
+#: Where executors report progress: ``(job_id, fraction)``, the fraction from 0 to 1.
+ProgressSink = Callable[[str, float], None]
+
+
+class Executor(Protocol):
+    """Runs tasks away from the dispatcher: CPU-bound ones in worker processes,
+    I/O-bound ones on the event loop.
+
+    ``run`` raises :class:`WorkerCrashed`, :class:`JobInterrupted` or
+    :class:`WorkerLost` when a worker dies, a :class:`TaskError` for a failure
+    the client may read, and ``JobCancelled`` when the job was stopped by
+    :meth:`cancel`; any other exception is the algorithm's own bug.
+    """
+
+    async def run(self, task: Task) -> AlgorithmResult: ...
 
     def cancel(self, job_id: str) -> None:
         """Stop the job: at its next progress report, or by killing its worker after a grace."""
@@ -51,14 +85,19 @@ class CpuExecutor(Protocol):
     def forget(self, job_id: str) -> None:
         """Drop any cancellation left from an earlier run of the job."""
 
-    def on_progress(self, sink: Callable[[str, float], None]) -> None: ...
+    def on_progress(self, sink: ProgressSink) -> None: ...
 
 
 class ImageSource(Protocol):
     async def fetch(self, url: str, job_id: str) -> Path:
-        """Download the image to a spool file; raise an error whose message names the cause."""
+        """Download the image to a spool file; raise :class:`ImageUnavailable` naming the cause."""
 
 
 class Notifier(Protocol):
     def wake(self) -> None:
         """A delivery was queued: send it soon."""
+
+
+class JobMetrics(Protocol):
+    def job_finished(self, algorithm: str, status: str, seconds: float | None) -> None:
+        """Count a job that reached a final state here; ``seconds`` it ran, when it ran."""

@@ -23,11 +23,6 @@ RGBImage = npt.NDArray[np.uint8]
 Geometry = dict[str, Any]
 
 
-def percent(fraction: float) -> float:
-    """A reported fraction as the 0-100 progress a job shows, clamped, to 0.1."""
-    return round(min(max(fraction, 0.0), 1.0) * 100.0, 1)
-
-
 class JobCancelled(Exception):
     """Raised by the progress callable when the job was cancelled; let it propagate."""
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from primaa.jobs.storage import JobStore
 from primaa.store.memory import MemoryStore
-from primaa.store.protocol import JobStore
 from primaa.store.sql import SqlStore
 
 MEMORY_URL = "memory://"

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~primaa.store.protocol.JobStore` for tests and throw-away runs.
+"""An in-memory :class:`~primaa.jobs.storage.JobStore` for tests and throw-away runs.
 
 It keeps the SQL store's semantics (compare-and-set transitions, lease rules,
 cursor format, ordering) so tests written against it hold for the real store.
@@ -25,8 +25,8 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
+from primaa.jobs.storage import JobPage, Requeued, StaleJob
 from primaa.store.common import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
-from primaa.store.protocol import JobPage, Requeued, StaleJob
 
 
 def _no_delivery(_job: Job) -> Delivery | None:
@@ -64,14 +64,14 @@ class MemoryStore:
 
     async def state(self, job_id: str) -> JobState | None:
         job = self._jobs.get(job_id)
-        return None if job is None else JobState(job.status, job.error, job.owner)
+        return None if job is None else JobState(job.status, job.error, job.client_id)
 
     async def list(
         self,
         *,
         status: JobStatus | None = None,
         algorithm: str | None = None,
-        owner: str | None = None,
+        client_id: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
@@ -82,7 +82,7 @@ class MemoryStore:
             for job in self._jobs.values()
             if (status is None or job.status is status)
             and (algorithm is None or job.algorithm == algorithm)
-            and (owner is None or job.owner == owner)
+            and (client_id is None or job.client_id == client_id)
             and (after is None or (job.created_at, job.job_id) < after)
         ]
         rows.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
@@ -92,7 +92,7 @@ class MemoryStore:
         return JobPage(jobs=page, next_cursor=next_cursor)
 
     async def claim(
-        self, *, owner: str, lease_seconds: float, limit: int, now: float
+        self, *, lease_owner: str, lease_seconds: float, limit: int, now: float
     ) -> builtins.list[Job]:
         pending = sorted(
             (job for job in self._jobs.values() if job.status is JobStatus.PENDING),
@@ -101,18 +101,25 @@ class MemoryStore:
         claimed = []
         for job in pending[: max(limit, 0)]:
             running = job.moved_to(
-                JobStatus.RUNNING, now, lease_owner=owner, lease_expires_at=now + lease_seconds
+                JobStatus.RUNNING,
+                now,
+                lease_owner=lease_owner,
+                lease_expires_at=now + lease_seconds,
             )
             self._jobs[job.job_id] = running
             claimed.append(running)
         return claimed
 
     async def renew(
-        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+        self, job_ids: Sequence[str], *, lease_owner: str, lease_seconds: float, now: float
     ) -> None:
         for job_id in job_ids:
             job = self._jobs.get(job_id)
-            if job is not None and job.status is JobStatus.RUNNING and job.lease_owner == owner:
+            if (
+                job is not None
+                and job.status is JobStatus.RUNNING
+                and job.lease_owner == lease_owner
+            ):
                 self._jobs[job_id] = job.evolve(lease_expires_at=now + lease_seconds)
 
     async def requeue_expired(
@@ -156,10 +163,10 @@ class MemoryStore:
             self._deliveries[d.delivery_id] = d.evolve(payload=_json_copy(d.payload))
         return Requeued(retried=retried, failed=failed, cancelled=cancelled)
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
+    async def set_progress(self, job_id: str, progress_percent: float) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.status is JobStatus.RUNNING:
-            self._jobs[job_id] = job.evolve(progress=progress)
+            self._jobs[job_id] = job.evolve(progress_percent=progress_percent)
 
     async def request_cancel(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)

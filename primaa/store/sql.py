@@ -1,4 +1,4 @@
-"""The :class:`~primaa.store.protocol.JobStore` on SQLite or PostgreSQL (SQLAlchemy Core).
+"""The :class:`~primaa.jobs.storage.JobStore` on SQLite or PostgreSQL (SQLAlchemy Core).
 
 Every state change is a single ``UPDATE ... WHERE status = <expected>`` whose
 row count (or ``RETURNING``) tells whether this caller won. Every operation is a
@@ -39,9 +39,9 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
+from primaa.jobs.storage import JobPage, Requeued, StaleJob
 from primaa.store.common import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
 from primaa.store.group_commit import GroupCommit
-from primaa.store.protocol import JobPage, Requeued, StaleJob
 from primaa.store.tables import deliveries, delivery_attempts, jobs, results
 
 T = TypeVar("T")
@@ -124,14 +124,14 @@ _PENDING: Final = JobStatus.PENDING.value
 _RUNNING: Final = JobStatus.RUNNING.value
 
 _GET_JOB: Final = sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
-_GET_STATE: Final = sa.select(jobs.c.status, jobs.c.error, jobs.c.owner).where(
+_GET_STATE: Final = sa.select(jobs.c.status, jobs.c.error, jobs.c.client_id).where(
     jobs.c.job_id == sa.bindparam("job_id")
 )
 _GET_RESULT: Final = sa.select(results.c.geojson).where(results.c.job_id == sa.bindparam("job_id"))
 _SET_PROGRESS: Final = (
     jobs.update()
     .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
-    .values(progress=sa.bindparam("new_progress"))
+    .values(progress_percent=sa.bindparam("new_progress"))
 )
 _RENEW: Final = (
     jobs.update()
@@ -197,7 +197,7 @@ _REQUEUE_FAIL: Final = (
 _REQUEUE_RETRY: Final = (
     jobs.update()
     .where(_EXPIRED)
-    .values(status=_PENDING, progress=0.0, **_LEASE_CLEARED)
+    .values(status=_PENDING, progress_percent=0.0, **_LEASE_CLEARED)
     .returning(jobs.c.job_id)
 )
 _COUNT: Final = sa.select(jobs.c.algorithm, jobs.c.status, sa.func.count()).group_by(
@@ -280,7 +280,7 @@ def _claim_statement(dialect: str) -> sa.Update:
         started_at=sa.bindparam("now"),
         updated_at=sa.bindparam("now"),
         attempts=jobs.c.attempts + 1,
-        progress=0.0,
+        progress_percent=0.0,
     )
     if dialect == "postgresql":
         picked = oldest.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
@@ -359,8 +359,8 @@ def job_row(job: Job) -> dict[str, Any]:
         "image_path": job.image_path,
         "callback_url": job.callback_url,
         "callback_token": job.callback_token,
-        "owner": job.owner,
-        "progress": job.progress,
+        "client_id": job.client_id,
+        "progress_percent": job.progress_percent,
         "attempts": job.attempts,
         "error": job.error,
         "created_at": job.created_at,
@@ -529,7 +529,7 @@ class SqlStore:
         *,
         status: JobStatus | None = None,
         algorithm: str | None = None,
-        owner: str | None = None,
+        client_id: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
@@ -539,8 +539,8 @@ class SqlStore:
             query = query.where(jobs.c.status == status.value)
         if algorithm is not None:
             query = query.where(jobs.c.algorithm == algorithm)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
+        if client_id is not None:
+            query = query.where(jobs.c.client_id == client_id)
         if cursor is not None:
             created_at, job_id = decode_cursor(cursor)
             query = query.where(
@@ -557,22 +557,27 @@ class SqlStore:
         return JobPage(jobs=page, next_cursor=next_cursor)
 
     async def claim(
-        self, *, owner: str, lease_seconds: float, limit: int, now: float
+        self, *, lease_owner: str, lease_seconds: float, limit: int, now: float
     ) -> builtins.list[Job]:
         if limit <= 0:
             return []
-        params = {"limit": limit, "lease_to": owner, "expires": now + lease_seconds, "now": now}
+        params = {
+            "limit": limit,
+            "lease_to": lease_owner,
+            "expires": now + lease_seconds,
+            "now": now,
+        }
         rows = await self.run(lambda conn: conn.execute(self._claim, params).all())
         claimed = [_job_from_row(row) for row in rows]
         claimed.sort(key=lambda job: (job.created_at, job.job_id))
         return claimed
 
     async def renew(
-        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+        self, job_ids: Sequence[str], *, lease_owner: str, lease_seconds: float, now: float
     ) -> None:
         if not job_ids:
             return
-        params = {"ids": list(job_ids), "holder": owner, "expires": now + lease_seconds}
+        params = {"ids": list(job_ids), "holder": lease_owner, "expires": now + lease_seconds}
         await self.run(lambda conn: conn.execute(_RENEW, params))
 
     async def requeue_expired(
@@ -602,8 +607,8 @@ class SqlStore:
         except IntegrityError as exc:
             raise ValueError(f"a delivery already exists: {exc.orig}") from exc
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
-        params = {"id": job_id, "new_progress": progress}
+    async def set_progress(self, job_id: str, progress_percent: float) -> None:
+        params = {"id": job_id, "new_progress": progress_percent}
         await self.run(lambda conn: conn.execute(_SET_PROGRESS, params))
 
     async def request_cancel(self, job_id: str) -> Job | None:

@@ -33,8 +33,8 @@ jobs = sa.Table(
     sa.Column("image_path", sa.String),
     sa.Column("callback_url", sa.String),
     sa.Column("callback_token", sa.String),
-    sa.Column("owner", sa.String),
-    sa.Column("progress", sa.Double, nullable=False),
+    sa.Column("client_id", sa.String),
+    sa.Column("progress_percent", sa.Double, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("created_at", sa.Double, nullable=False),
@@ -50,7 +50,7 @@ jobs = sa.Table(
     # Unfiltered listing, newest first.
     sa.Index("ix_jobs_created_at", "created_at", "job_id"),
     sa.Index("ix_jobs_algorithm_created_at", "algorithm", "created_at", "job_id"),
-    sa.Index("ix_jobs_owner_created_at", "owner", "created_at", "job_id"),
+    sa.Index("ix_jobs_client_id_created_at", "client_id", "created_at", "job_id"),
     # Finding expired leases among Running jobs.
     sa.Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
 )

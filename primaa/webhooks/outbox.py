@@ -19,7 +19,7 @@ import structlog
 
 from primaa.imaging.urlguard import UnsafeUrl
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus
-from primaa.store.protocol import JobStore
+from primaa.jobs.storage import DeliveryStore
 from primaa.webhooks.retry import RetryPolicy
 from primaa.webhooks.signing import signature_headers
 
@@ -103,7 +103,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: JobStore,
+        store: DeliveryStore,
         sender: WebhookSender,
         policy: RetryPolicy,
         *,

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from primaa.api.auth import owner_id
+from primaa.api.auth import client_id_of_key
 from primaa.app import create_app
 from primaa.config import ConfigError, hash_api_key, load_settings
 from tests.conftest import CallbackReceiver, ImageServer, make_settings
@@ -197,9 +197,9 @@ async def test_jobs_belong_to_the_key_that_created_them(
 
 
 async def test_the_owner_is_a_hash_prefix_not_the_key() -> None:
-    assert owner_id(KEY_A) == hashlib.sha256(KEY_A.encode()).hexdigest()[:16]
-    assert owner_id(KEY_A) != owner_id(KEY_B)
-    assert KEY_A not in owner_id(KEY_A)
+    assert client_id_of_key(KEY_A) == hashlib.sha256(KEY_A.encode()).hexdigest()[:16]
+    assert client_id_of_key(KEY_A) != client_id_of_key(KEY_B)
+    assert KEY_A not in client_id_of_key(KEY_A)
 
 
 async def test_health_docs_and_openapi_need_no_key(secured: AppClient) -> None:
@@ -240,7 +240,7 @@ async def test_hashed_keys_work_and_keep_the_owner(
     settings = make_settings(data_dir, api_keys=(hash_api_key(KEY_A), hash_api_key(KEY_B)))
     hashed: AppClient = await aiohttp_client(create_app(settings))
     response = await hashed.get(f"/jobs/{job['job_id']}", headers=as_a(KEY_A))
-    assert response.status == 200, "same key, same owner, whether configured plain or hashed"
+    assert response.status == 200, "same key, same client_id, whether configured plain or hashed"
     assert (await hashed.get(f"/jobs/{job['job_id']}", headers=as_a(KEY_B))).status == 404
     await _assert_unauthorized(await hashed.get("/jobs", headers=as_a(hash_api_key(KEY_A))))
 
@@ -384,5 +384,5 @@ async def test_no_key_or_token_in_any_response_or_log_line(
         for secret in secrets:
             assert secret.encode() not in body, (method, path, status, body[:300])
             assert secret not in repr(headers), (method, path, headers)
-    owners = {entry.get("owner") for entry in logs if entry["event"] == "request"}
-    assert owner_id(KEY_A) in owners, "requests are logged with the non-secret owner id"
+    owners = {entry.get("client_id") for entry in logs if entry["event"] == "request"}
+    assert client_id_of_key(KEY_A) in owners, "requests are logged with the non-secret client id"

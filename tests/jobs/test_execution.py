@@ -198,7 +198,9 @@ async def test_jobs_left_running_by_a_dead_process_run_again_at_start_up(
     waiting = orphan.evolve(job_id="waiting-1")
     await store.create(orphan)
     await store.create(waiting)
-    claimed = await store.claim(owner="dead-process", lease_seconds=3600, limit=1, now=time.time())
+    claimed = await store.claim(
+        lease_owner="dead-process", lease_seconds=3600, limit=1, now=time.time()
+    )
     assert [j.job_id for j in claimed] == ["orphan-1"]
     await store.close()
 

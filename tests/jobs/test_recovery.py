@@ -42,7 +42,9 @@ async def test_a_job_failed_at_start_up_has_its_callback_written_with_it(
         callback_token="k",
     )
     await left_over.create(job)
-    (running,) = await left_over.claim(owner="dead", lease_seconds=600, limit=1, now=job.created_at)
+    (running,) = await left_over.claim(
+        lease_owner="dead", lease_seconds=600, limit=1, now=job.created_at
+    )
     assert running.attempts == 1
     await left_over.close()
 

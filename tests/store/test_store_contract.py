@@ -28,8 +28,8 @@ from primaa.jobs.model import (
     JobState,
     JobStatus,
 )
+from primaa.jobs.storage import JobStore, StaleJob
 from primaa.store.memory import MemoryStore
-from primaa.store.protocol import JobStore, StaleJob
 
 POSTGRES_ENV = "PRIMAA_TEST_POSTGRES_URL"
 NO_POSTGRES = f"{POSTGRES_ENV} not set: no PostgreSQL server to test against"
@@ -159,8 +159,8 @@ async def create_jobs(store: JobStore, count: int, **changes: Any) -> list[Job]:
     return jobs
 
 
-async def run_one(store: JobStore, *, owner: str = "w1", now: float = T0 + 100) -> Job:
-    (job,) = await store.claim(owner=owner, lease_seconds=30, limit=1, now=now)
+async def run_one(store: JobStore, *, lease_owner: str = "w1", now: float = T0 + 100) -> Job:
+    (job,) = await store.claim(lease_owner=lease_owner, lease_seconds=30, limit=1, now=now)
     return job
 
 
@@ -181,7 +181,7 @@ async def test_create_then_get_returns_equal_job(store: JobStore) -> None:
         image_path="spool/7.tif",
         callback_url="https://lims.example/cb",
         callback_token="s3cret",
-        owner="key-hash",
+        client_id="key-hash",
         timeout=12.5,
         created_at=T0 + 0.123456789,
     )
@@ -195,10 +195,10 @@ async def test_get_unknown_is_none(store: JobStore) -> None:
 
 
 async def test_state_follows_the_job(store: JobStore) -> None:
-    job = make_job(3, owner="key-hash")
+    job = make_job(3, client_id="key-hash")
     await store.create(job)
     assert await store.state(job.job_id) == JobState(JobStatus.PENDING, None, "key-hash")
-    [claimed] = await store.claim(owner="me", lease_seconds=30, limit=1, now=T0)
+    [claimed] = await store.claim(lease_owner="me", lease_seconds=30, limit=1, now=T0)
     failed = claimed.moved_to(JobStatus.FAILED, now=T0 + 1, error="it broke")
     await store.finish(failed, expected=JobStatus.RUNNING)
     state = await store.state(job.job_id)
@@ -233,10 +233,10 @@ async def test_list_is_newest_first(store: JobStore) -> None:
 
 
 async def test_list_filters(store: JobStore) -> None:
-    await store.create(make_job(1, algorithm="a", owner="alice"))
-    await store.create(make_job(2, algorithm="b", owner="alice"))
-    await store.create(make_job(3, algorithm="a", owner="bob"))
-    await store.create(make_job(4, algorithm="a", owner=None))
+    await store.create(make_job(1, algorithm="a", client_id="alice"))
+    await store.create(make_job(2, algorithm="b", client_id="alice"))
+    await store.create(make_job(3, algorithm="a", client_id="bob"))
+    await store.create(make_job(4, algorithm="a", client_id=None))
     running = await run_one(store)
     assert running.job_id == "job-0001"
 
@@ -244,13 +244,13 @@ async def test_list_filters(store: JobStore) -> None:
         return [j.job_id for j in page.jobs]
 
     assert ids(await store.list(algorithm="a")) == ["job-0004", "job-0003", "job-0001"]
-    assert ids(await store.list(owner="alice")) == ["job-0002", "job-0001"]
+    assert ids(await store.list(client_id="alice")) == ["job-0002", "job-0001"]
     assert ids(await store.list(status=JobStatus.RUNNING)) == ["job-0001"]
     assert ids(await store.list(status=JobStatus.PENDING, algorithm="a")) == [
         "job-0004",
         "job-0003",
     ]
-    assert ids(await store.list(status=JobStatus.PENDING, algorithm="a", owner="bob")) == [
+    assert ids(await store.list(status=JobStatus.PENDING, algorithm="a", client_id="bob")) == [
         "job-0003"
     ]
     assert ids(await store.list(algorithm="zzz")) == []
@@ -330,7 +330,7 @@ async def test_claim_takes_the_oldest_pending_up_to_the_limit(store: JobStore) -
     jobs = await create_jobs(store, 5)
     await store.request_cancel(jobs[0].job_id)
     now = T0 + 50
-    claimed = await store.claim(owner="w1", lease_seconds=30, limit=2, now=now)
+    claimed = await store.claim(lease_owner="w1", lease_seconds=30, limit=2, now=now)
     assert [j.job_id for j in claimed] == ["job-0001", "job-0002"]
     for job in claimed:
         assert job.status is JobStatus.RUNNING
@@ -339,9 +339,9 @@ async def test_claim_takes_the_oldest_pending_up_to_the_limit(store: JobStore) -
         assert job.started_at == now
         assert job.attempts == 1
         assert await store.get(job.job_id) == job
-    rest = await store.claim(owner="w2", lease_seconds=30, limit=10, now=now)
+    rest = await store.claim(lease_owner="w2", lease_seconds=30, limit=10, now=now)
     assert [j.job_id for j in rest] == ["job-0003", "job-0004"]
-    assert await store.claim(owner="w3", lease_seconds=30, limit=10, now=now) == []
+    assert await store.claim(lease_owner="w3", lease_seconds=30, limit=10, now=now) == []
 
 
 async def test_concurrent_claims_never_share_a_job(backend: Backend) -> None:
@@ -349,7 +349,7 @@ async def test_concurrent_claims_never_share_a_job(backend: Backend) -> None:
     await create_jobs(stores[0], 40)
     batches = await asyncio.gather(
         *(
-            store.claim(owner=f"w{i}-{k}", lease_seconds=30, limit=3, now=T0 + 100)
+            store.claim(lease_owner=f"w{i}-{k}", lease_seconds=30, limit=3, now=T0 + 100)
             for k in range(4)
             for i, store in enumerate(stores)
         )
@@ -365,11 +365,11 @@ async def test_concurrent_claims_never_share_a_job(backend: Backend) -> None:
 
 async def test_renew_extends_only_the_owners_running_leases(store: JobStore) -> None:
     await create_jobs(store, 3)
-    mine = await run_one(store, owner="me", now=T0 + 100)
-    theirs = await run_one(store, owner="them", now=T0 + 100)
+    mine = await run_one(store, lease_owner="me", now=T0 + 100)
+    theirs = await run_one(store, lease_owner="them", now=T0 + 100)
     await store.renew(
         [mine.job_id, theirs.job_id, "job-0002", "unknown"],
-        owner="me",
+        lease_owner="me",
         lease_seconds=60,
         now=T0 + 120,
     )
@@ -396,7 +396,7 @@ async def test_requeue_expired_retries_and_counts_attempts(store: JobStore) -> N
     assert back.lease_expires_at is None
     assert back.attempts == 1
     assert await store.get(live.job_id) == live
-    again = await run_one(store, owner="w2", now=T0 + 150)
+    again = await run_one(store, lease_owner="w2", now=T0 + 150)
     assert again.job_id == first.job_id
     assert again.attempts == 2
 
@@ -424,7 +424,7 @@ async def test_requeue_expired_fails_a_job_out_of_attempts(store: JobStore) -> N
     assert failed.finished_at == T0 + 231
     assert failed.lease_owner is None
     assert await store.get(failed.job_id) == failed
-    assert await store.claim(owner="w", lease_seconds=30, limit=5, now=T0 + 300) == []
+    assert await store.claim(lease_owner="w", lease_seconds=30, limit=5, now=T0 + 300) == []
 
 
 async def test_requeue_expired_cancels_a_job_asked_to_cancel(store: JobStore) -> None:
@@ -447,7 +447,7 @@ async def test_requeue_everything_at_start_up_keeps_timestamps_finite(store: Job
     first = await store.requeue_expired(now=math.inf, max_attempts=2)
     assert sorted(first.retried) == ["job-0000", "job-0002"]
     assert [j.job_id for j in first.cancelled] == ["job-0001"]
-    await store.claim(owner="w", lease_seconds=1e9, limit=5, now=T0 + 300)
+    await store.claim(lease_owner="w", lease_seconds=1e9, limit=5, now=T0 + 300)
     second = await store.requeue_expired(now=math.inf, max_attempts=2)
     assert sorted(j.job_id for j in second.failed) == ["job-0000", "job-0002"]
     for job in (await store.list()).jobs:
@@ -505,10 +505,10 @@ async def test_set_progress_only_moves_running_jobs(store: JobStore) -> None:
     await store.set_progress(job.job_id, 42.5)
     await store.set_progress("job-0001", 10)
     await store.set_progress("unknown", 10)
-    assert await store.get(job.job_id) == job.evolve(progress=42.5)
+    assert await store.get(job.job_id) == job.evolve(progress_percent=42.5)
     pending = await store.get("job-0001")
     assert pending is not None
-    assert pending.progress == 0.0
+    assert pending.progress_percent == 0.0
 
 
 # --- finish -------------------------------------------------------------------------------
@@ -803,10 +803,10 @@ async def _schema_state(store: JobStore) -> tuple[list[str], list[Any]]:
 async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backend) -> None:
     store = await sql_backend.open()
     await create_jobs(store, 2)
-    assert await _schema_state(store) == (["0001"], [])
+    assert await _schema_state(store) == (["0002"], [])
     await store.open()
     again = await sql_backend.open()
-    assert await _schema_state(again) == (["0001"], [])
+    assert await _schema_state(again) == (["0002"], [])
     assert len((await again.list()).jobs) == 2
 
 

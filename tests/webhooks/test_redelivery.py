@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from primaa.app import create_app
-from primaa.appkeys import MANAGER, OWNER
+from primaa.appkeys import CLIENT_ID, MANAGER
 from primaa.jobs.errors import JobNotFound
 from primaa.jobs.manager import JobRequest
 from tests.conftest import ImageServer, make_settings, wait_for_callback, wait_for_job
@@ -94,7 +94,7 @@ async def test_redelivery_is_scoped_to_the_jobs_owner(
     async def as_someone_else(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        request[OWNER] = "someone-else"
+        request[CLIENT_ID] = "someone-else"
         return await handler(request)
 
     app = create_app(make_settings(tmp_path))
@@ -108,14 +108,14 @@ async def test_redelivery_is_scoped_to_the_jobs_owner(
             image_url=image_server.url("/tile.png"),
             callback_url=receiver.url,
         ),
-        owner="the-owner",
+        client_id="the-client_id",
     )
     await receiver.wait_for(1)
     response = await client.post(f"/jobs/{job.job_id}/callback")
     assert response.status == 404
     with pytest.raises(JobNotFound):
-        await manager.redeliver(job.job_id, owner="someone-else")
-    queued = await manager.redeliver(job.job_id, owner="the-owner")
+        await manager.redeliver(job.job_id, client_id="someone-else")
+    queued = await manager.redeliver(job.job_id, client_id="the-client_id")
     assert queued.job_id == job.job_id
     await receiver.wait_for(2)
 

@@ -1,4 +1,5 @@
-"""What the job manager needs from storage, and nothing more.
+"""What the jobs core needs from storage, and nothing more: a port that the stores in
+``primaa.store`` implement (they import it; it imports none of them).
 
 Every state change is a compare-and-set on the job's current status, so two
 actors (two dispatchers, a dispatcher and a cancel request) can never both
@@ -63,31 +64,31 @@ class JobStore(Protocol):
     async def get(self, job_id: str) -> Job | None: ...
 
     async def state(self, job_id: str) -> JobState | None:
-        """The job's status, error and owner, without reading the rest of it."""
+        """The job's status, error and client_id, without reading the rest of it."""
 
     async def list(
         self,
         *,
         status: JobStatus | None = None,
         algorithm: str | None = None,
-        owner: str | None = None,
+        client_id: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        """Newest first. ``owner`` restricts to one API key's jobs.
+        """Newest first. ``client_id`` restricts to one API key's jobs.
 
         A malformed ``cursor`` or a ``limit`` outside 1..1000 raises ``ValueError``.
         """
 
     async def claim(
-        self, *, owner: str, lease_seconds: float, limit: int, now: float
+        self, *, lease_owner: str, lease_seconds: float, limit: int, now: float
     ) -> builtins.list[Job]:
-        """Move up to ``limit`` of the oldest Pending jobs to Running, leased to ``owner``."""
+        """Move up to ``limit`` of the oldest Pending jobs to Running, leased to ``lease_owner``."""
 
     async def renew(
-        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+        self, job_ids: Sequence[str], *, lease_owner: str, lease_seconds: float, now: float
     ) -> None:
-        """Extend the leases ``owner`` holds on these Running jobs."""
+        """Extend the leases ``lease_owner`` holds on these Running jobs."""
 
     async def requeue_expired(
         self,
@@ -107,7 +108,7 @@ class JobStore(Protocol):
         store); the timestamps written then come from the clock.
         """
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
+    async def set_progress(self, job_id: str, progress_percent: float) -> None:
         """Record progress (0-100) of a Running job; ignored for other states."""
 
     async def request_cancel(self, job_id: str) -> Job | None:
@@ -162,3 +163,18 @@ class JobStore(Protocol):
 
         ``KeyError`` when the job does not exist, ``ValueError`` when the delivery id is taken.
         """
+
+
+class DeliveryStore(Protocol):
+    """The part of the store the outbox uses: due callbacks in, attempts out."""
+
+    async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]: ...
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+    ) -> None: ...

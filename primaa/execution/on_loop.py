@@ -1,0 +1,54 @@
+"""Runs I/O-bound algorithms (``AsyncAlgorithm``) as tasks on the event loop.
+
+They wait on the network (a remote inference server, say), so a worker process
+would sit idle; only the image is decoded in a thread. Same seam as the process
+pool: progress goes to the sinks, and a cancelled job stops at its next report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from primaa.imaging.decode import ImageDecodeError, decode_image
+from primaa.jobs.ports import ImageUnavailable, ProgressSink, Task
+from primaa.plugins.algorithm import AlgorithmResult, AsyncAlgorithm, JobCancelled
+from primaa.plugins.registry import AlgorithmRegistry
+
+
+class LoopExecutor:
+    def __init__(self, registry: AlgorithmRegistry, *, max_pixels: int) -> None:
+        self._registry = registry
+        self._max_pixels = max_pixels
+        self._cancelled: set[str] = set()
+        self._sinks: list[ProgressSink] = []
+
+    def on_progress(self, sink: ProgressSink) -> None:
+        self._sinks.append(sink)
+
+    def cancel(self, job_id: str) -> None:
+        self._cancelled.add(job_id)
+
+    def forget(self, job_id: str) -> None:
+        self._cancelled.discard(job_id)
+
+    async def run(self, task: Task) -> AlgorithmResult:
+        algorithm = self._registry.get(task.algorithm)
+        if not isinstance(algorithm, AsyncAlgorithm):
+            raise LookupError(f"{task.algorithm!r} is not an algorithm that runs on the event loop")
+        try:
+            image = await asyncio.to_thread(
+                decode_image, task.image_path, max_pixels=self._max_pixels
+            )
+        except ImageDecodeError as exc:
+            raise ImageUnavailable(str(exc)) from None
+
+        def progress(fraction: float) -> None:
+            if task.job_id in self._cancelled:
+                raise JobCancelled(task.job_id)
+            for sink in self._sinks:
+                sink(task.job_id, fraction)
+
+        try:
+            return await algorithm.run(image, task.parameters, progress)
+        finally:
+            self._cancelled.discard(task.job_id)

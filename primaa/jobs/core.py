@@ -1,0 +1,109 @@
+"""Assembles the jobs core from its ports: the manager (what clients call) and the
+dispatcher (what runs jobs), sharing one view of the jobs this process runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from primaa.jobs.admission import Admission
+from primaa.jobs.dispatcher import Dispatcher, DispatchPolicy
+from primaa.jobs.manager import JobManager
+from primaa.jobs.outcomes import FailurePolicy, Outcomes
+from primaa.jobs.ports import Executor, ImageSource, JobMetrics, Notifier
+from primaa.jobs.runner import JobRunner, RunnerLimits
+from primaa.jobs.running import RunningJobs
+from primaa.jobs.storage import JobStore
+from primaa.plugins.registry import AlgorithmRegistry
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CorePolicy:
+    """The knobs of the jobs core, taken from Settings in app.py."""
+
+    cpu_slots: int
+    io_slots: int
+    lease_seconds: float
+    max_attempts: int
+    job_timeout: float
+    max_job_timeout: float
+    max_unfinished: int
+    spool_dir: Path
+    housekeeping_interval: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsCore:
+    manager: JobManager
+    dispatcher: Dispatcher
+
+
+def build_jobs_core(
+    *,
+    store: JobStore,
+    registry: AlgorithmRegistry,
+    cpu_executor: Executor,
+    io_executor: Executor,
+    images: ImageSource,
+    notifier: Notifier,
+    metrics: JobMetrics,
+    policy: CorePolicy,
+    check_url: Callable[[str], object] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> JobsCore:
+    running = RunningJobs()
+    for executor in {id(e): e for e in (cpu_executor, io_executor)}.values():
+        executor.on_progress(running.report)
+    admission = Admission(store, max_unfinished=policy.max_unfinished, clock=clock)
+    outcomes = Outcomes(
+        store=store,
+        notifier=notifier,
+        metrics=metrics,
+        admission=admission,
+        spool_dir=policy.spool_dir,
+        clock=clock,
+    )
+    manager = JobManager(
+        store=store,
+        registry=registry,
+        admission=admission,
+        running=running,
+        outcomes=outcomes,
+        notifier=notifier,
+        wake_dispatcher=lambda: dispatcher.wake(),
+        max_job_timeout=policy.max_job_timeout,
+        check_url=check_url,
+        clock=clock,
+    )
+    runner = JobRunner(
+        lookup=manager.algorithm,
+        cpu=cpu_executor,
+        io=io_executor,
+        images=images,
+        outcomes=outcomes,
+        failures=FailurePolicy(max_attempts=policy.max_attempts),
+        limits=RunnerLimits(
+            cpu_slots=policy.cpu_slots,
+            io_slots=policy.io_slots,
+            job_timeout=policy.job_timeout,
+            max_job_timeout=policy.max_job_timeout,
+        ),
+    )
+    dispatcher = Dispatcher(
+        store=store,
+        running=running,
+        runner=runner,
+        outcomes=outcomes,
+        admission=admission,
+        policy=DispatchPolicy(
+            # Twice the workers, so the next jobs fetch their images while others run.
+            capacity=2 * policy.cpu_slots + policy.io_slots,
+            lease_seconds=policy.lease_seconds,
+            max_attempts=policy.max_attempts,
+            housekeeping_interval=policy.housekeeping_interval,
+        ),
+        clock=clock,
+    )
+    return JobsCore(manager=manager, dispatcher=dispatcher)

@@ -1,0 +1,205 @@
+"""How a job ends: the decision for a failed run, and the one store write of each ending.
+
+Every write here is shielded from cancellation: once a job's outcome is known,
+a shutdown or a cancelled task cannot leave it half-written. A final state and
+its callback delivery are one store write, so a finished job never lacks its
+callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from primaa.jobs.admission import Admission
+from primaa.jobs.errors import UnknownAlgorithm
+from primaa.jobs.model import Delivery, Job, JobStatus
+from primaa.jobs.ports import (
+    JobInterrupted,
+    JobMetrics,
+    Notifier,
+    TaskError,
+    WorkerCrashed,
+    WorkerLost,
+)
+from primaa.jobs.storage import JobStore, Requeued, StaleJob
+from primaa.plugins.algorithm import AlgorithmResult, JobCancelled
+from primaa.results.feature import failure_feature, result_feature
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a job whose run raised."""
+
+    action: Literal["fail", "cancel", "retry"]
+    error: str | None = None
+    #: A retry that counts as an attempt (``False``: the attempt is given back).
+    counted: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """Turns what a run raised into a :class:`Decision`; the one place that knows
+    which failures are retried, which fail the job, and what the client reads."""
+
+    max_attempts: int
+
+    def decide(self, exc: BaseException, job: Job, *, cancel_requested: bool) -> Decision:
+        if isinstance(exc, JobCancelled):
+            return Decision("cancel")
+        if isinstance(exc, WorkerCrashed):
+            return Decision("fail", str(exc))
+        if isinstance(exc, JobInterrupted):
+            if cancel_requested:
+                return Decision("cancel")
+            return Decision("retry", str(exc), counted=False)
+        if isinstance(exc, WorkerLost):
+            if job.attempts < self.max_attempts:
+                return Decision("retry", str(exc))
+            return Decision("fail", f"{exc} (after {job.attempts} attempts)")
+        return Decision("fail", describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """A client-safe message: ours as they are, an algorithm's bug with its exception type."""
+    if isinstance(exc, TaskError | UnknownAlgorithm):
+        return str(exc)
+    return f"the algorithm failed: {type(exc).__name__}: {exc}"
+
+
+class Outcomes:
+    """Writes each ending of a job once, with its callback, and accounts for it."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        notifier: Notifier,
+        metrics: JobMetrics,
+        admission: Admission,
+        spool_dir: Path,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._metrics = metrics
+        self._admission = admission
+        self._spool_dir = spool_dir
+        self._clock = clock
+
+    async def finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        expected: JobStatus = JobStatus.RUNNING,
+        result: AlgorithmResult | None = None,
+        error: str | None = None,
+    ) -> Job:
+        """Write the final state once, with its callback, whatever cancels the caller."""
+        final = job.moved_to(status, now=self._clock(), error=error)
+        feature = result_feature(final, result) if result is not None else None
+        delivery = None
+        if final.callback_url:
+            delivery = self.delivery(final, feature or failure_feature(final))
+        await asyncio.shield(
+            self._store.finish(final, expected=expected, result=feature, delivery=delivery)
+        )
+        self._cleanup_spool(final)
+        self._admission.job_ended()
+        seconds = (final.finished_at or 0.0) - (final.started_at or final.created_at)
+        self._metrics.job_finished(final.algorithm, str(status), seconds)
+        if delivery is not None:
+            self._notifier.wake()
+        log.info(
+            "job_" + str(status).lower(),
+            job_id=final.job_id,
+            algorithm=final.algorithm,
+            attempts=final.attempts,
+            error=error,
+            seconds=round(seconds, 3),
+        )
+        return final
+
+    async def apply(self, job: Job, decision: Decision) -> None:
+        """Carry out a :class:`FailurePolicy` decision."""
+        if decision.action == "cancel":
+            await self.finish(job, JobStatus.CANCELLED, error="cancelled")
+        elif decision.action == "fail":
+            await self.finish(job, JobStatus.FAILED, error=decision.error)
+        else:
+            log.warning(
+                "job_error_retry",
+                job_id=job.job_id,
+                attempts=job.attempts,
+                counted=decision.counted,
+                error=decision.error,
+            )
+            await self._back_to_pending(job, counted=decision.counted)
+
+    async def release(self, job: Job) -> None:
+        """Hand a job back on shutdown without counting the interrupted attempt."""
+        await self._back_to_pending(job, counted=False)
+        log.info("job_released", job_id=job.job_id)
+
+    async def _back_to_pending(self, job: Job, *, counted: bool) -> None:
+        """Move a Running job back to Pending, whatever cancels the caller.
+
+        An uncounted retry (a neighbour's worker died, or a shutdown) gives the
+        attempt back: it cannot loop, since each interruption costs the job that
+        caused it its only attempt.
+        """
+        attempts = job.attempts if counted else max(job.attempts - 1, 0)
+        with contextlib.suppress(StaleJob):
+            await asyncio.shield(
+                self._store.finish(
+                    job.moved_to(JobStatus.PENDING, attempts=attempts), expected=JobStatus.RUNNING
+                )
+            )
+
+    def delivery(self, job: Job, payload: Mapping[str, Any]) -> Delivery:
+        """A new callback message for ``job`` (a new ``delivery_id`` each time)."""
+        assert job.callback_url is not None
+        return Delivery(
+            delivery_id="msg_" + uuid.uuid4().hex,
+            job_id=job.job_id,
+            url=job.callback_url,
+            payload=payload,
+            token=job.callback_token,
+            next_attempt_at=self._clock(),
+        )
+
+    def lease_lost_callback(self, job: Job) -> Delivery | None:
+        """The callback of a job the lease sweep ended; the store writes it with the job."""
+        return self.delivery(job, failure_feature(job)) if job.callback_url else None
+
+    def account_requeued(self, outcome: Requeued) -> None:
+        """Account for the jobs the store ended while sweeping expired leases.
+
+        Their callbacks were written by the store in the same transaction (see
+        :meth:`lease_lost_callback`): a crash here cannot lose them.
+        """
+        for job in (*outcome.failed, *outcome.cancelled):
+            log.warning("job_lease_lost", job_id=job.job_id, status=str(job.status))
+            self._metrics.job_finished(job.algorithm, str(job.status), None)
+            self._admission.job_ended()
+            if job.callback_url:
+                self._notifier.wake()
+        if outcome.retried:
+            log.info("jobs_requeued", count=len(outcome.retried))
+
+    def _cleanup_spool(self, job: Job) -> None:
+        """Spooled images are kept for retries and removed once the job is final."""
+        if job.image_path is not None:
+            Path(job.image_path).unlink(missing_ok=True)
+        if job.image_url is not None:
+            (self._spool_dir / f"{job.job_id}.img").unlink(missing_ok=True)
