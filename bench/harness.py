@@ -288,6 +288,15 @@ def seeded_job(index: int) -> tuple[Job, Delivery | None]:
     return job, delivery
 
 
+def seed_store_in(repo: Path, data_dir: Path, count: int) -> None:
+    """:func:`seed_store` run by another checkout's own code (its ``bench/`` and store), so
+    that a base whose schema differs from this checkout's gets a database it can read."""
+    script = "import sys, pathlib; from bench.harness import seed_store;"
+    script += " seed_store(pathlib.Path(sys.argv[1]), int(sys.argv[2]))"
+    command = [sys.executable, "-c", script, str(data_dir), str(count)]
+    subprocess.run(command, check=True, cwd=repo, env=bench_env(repo=repo))
+
+
 def seed_store(data_dir: Path, count: int, batch: int = 5000) -> list[str]:
     """Create the schema with the store's own migrations, then bulk-insert ``count`` jobs.
 

@@ -31,6 +31,7 @@ from bench.harness import (
     run_load,
     scratch_dir,
     seed_store,
+    seed_store_in,
     write_paths,
 )
 
@@ -57,7 +58,9 @@ def run(
                 targets = {"primaa": primaa.url, "bare": bare.url}
                 pids = {"primaa": primaa.pid, "bare": bare.pid}
                 if base is not None:
-                    other = stack.enter_context(primaa_serve(tmp / "data", repo=base))
+                    # Its own copy, written by its own code: the schema may differ.
+                    seed_store_in(base, tmp / "base-data", size)
+                    other = stack.enter_context(primaa_serve(tmp / "base-data", repo=base))
                     targets["base"] = other.url
                     pids["base"] = other.pid
                 for url in targets.values():  # warm-up: connections, caches, page cache

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import marshmallow
 
+from primaa import __version__
 from primaa.config import ConfigError, Settings, hash_api_key, load_settings
 from primaa.logging import configure_logging
 from primaa.plugins.algorithm import AlgorithmResult, AnyAlgorithm, AsyncAlgorithm
@@ -50,12 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return _serve(settings, registry)
     if command == "algorithms":
+        if args.name is not None:
+            return _algorithm_detail(registry, args.name, as_json=args.json)
         return _algorithms(registry, as_json=args.json)
     return _run(settings, registry, args)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primaa", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"primaa {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -69,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
 
     listing = with_config(commands.add_parser("algorithms", help="list installed algorithms"))
-    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.add_argument("name", nargs="?", help="show this algorithm's description and parameters")
+    listing.add_argument("--json", action="store_true", help="print JSON (as GET /algorithms)")
 
     run = with_config(commands.add_parser("run", help="run an algorithm on local images"))
     run.add_argument("algorithm")
@@ -110,11 +116,34 @@ def _hash_key() -> int:
 def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
     """Serve until SIGTERM/SIGINT, then drain (see :mod:`primaa.server`) and exit 0."""
     from primaa.app import create_app
-    from primaa.server import serve
+    from primaa.server import StartupError, listen, serve
+    from primaa.store.factory import check_store_url
 
+    try:
+        check_data_dir(settings.data_dir)
+        check_store_url(settings.resolved_database_url)
+        sock = listen(settings.host, settings.port)
+    except (StartupError, ValueError) as exc:
+        print(f"primaa: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     app = create_app(settings, registry=registry)
-    asyncio.run(serve(app, host=settings.host, port=settings.port))
+    asyncio.run(serve(app, sock=sock))
     return 0
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """The data dir exists (or can be made) and takes a file: else one clear error."""
+    from primaa.server import StartupError
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise StartupError(
+            f"cannot write to the data directory {data_dir}: {exc.strerror or exc}; choose"
+            " another with --data-dir or PRIMAA_DATA_DIR"
+        ) from None
 
 
 def _algorithms(registry: AlgorithmRegistry, *, as_json: bool) -> int:
@@ -139,6 +168,45 @@ def _algorithms(registry: AlgorithmRegistry, *, as_json: bool) -> int:
     for broken in registry.broken:
         print(f"broken plugin {broken.name!r}: {broken.error}", file=sys.stderr)
     return 0
+
+
+def _algorithm_detail(registry: AlgorithmRegistry, name: str, *, as_json: bool) -> int:
+    """One algorithm as ``GET /algorithms/{name}`` shows it, or as text for a terminal."""
+    from primaa.api.algorithms import describe
+
+    entry = registry.algorithms.get(name)
+    if entry is None:
+        have = ", ".join(registry.names())
+        print(f"primaa: unknown algorithm {name!r}; have: {have}", file=sys.stderr)
+        return EXIT_USAGE
+    detail = describe(entry)
+    if as_json:
+        print(json.dumps(detail, indent=2))
+        return 0
+    print(f"{detail['name']} {detail['version']} [{detail['plugin']}]: {detail['summary']}")
+    if detail["description"]:
+        print(f"\n{detail['description'].strip()}")
+    properties: dict[str, dict[str, Any]] = detail["parameters"].get("properties", {})
+    print("\nparameters:" if properties else "\nno parameters")
+    for parameter, schema in properties.items():
+        print(f"  {parameter} ({_describe_type(schema)})")
+        if "description" in schema:
+            print(f"      {schema['description']}")
+    return 0
+
+
+def _describe_type(schema: Mapping[str, Any]) -> str:
+    """``number, 4 to 200, default 22`` from a parameter's JSON Schema."""
+    parts = [str(schema.get("type", "any"))]
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(map(str, schema["enum"])))
+    if "minimum" in schema or "maximum" in schema:
+        parts.append(f"{schema.get('minimum', '')} to {schema.get('maximum', '')}".strip())
+    if schema.get("default") is not None:
+        parts.append(f"default {json.dumps(schema['default'])}")
+    elif "default" in schema:
+        parts.append("optional")
+    return ", ".join(parts)
 
 
 def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespace) -> int:

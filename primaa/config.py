@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
 import os
@@ -20,7 +21,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,7 @@ def load_settings(
         values.update(_read_toml(config_file))
     environ = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(Settings)}
+    _check_env_names(environ, fields)
     for name in fields:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
@@ -166,6 +168,24 @@ def load_settings(
     settings = Settings(**checked)
     _validate(settings)
     return settings
+
+
+#: Variables of the test suite (e.g. ``PRIMAA_TEST_POSTGRES_URL``), not settings.
+TEST_ENV_PREFIX = ENV_PREFIX + "TEST_"
+
+
+def _check_env_names(environ: Mapping[str, str], fields: Collection[str]) -> None:
+    """A misspelt ``PRIMAA_*`` variable is an error, as an unknown config key is:
+    ignoring it would run the service on a default the operator meant to change."""
+    known = {ENV_PREFIX + name.upper() for name in fields}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            if name.startswith(TEST_ENV_PREFIX):
+                continue
+            suffix = name.removeprefix(ENV_PREFIX).lower()
+            close = difflib.get_close_matches(suffix, fields, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            raise ConfigError(f"unknown environment variable {name}{hint}")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

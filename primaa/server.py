@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -33,8 +35,26 @@ CONNECTION_GRACE = 5.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def serve(app: web.Application, *, host: str, port: int) -> None:
-    """Serve ``app`` until a stop signal, then drain it and clean up."""
+class StartupError(Exception):
+    """The service cannot start; the message says what to change."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before anything else starts (store, worker processes),
+    so that a port in use is one clear error, not a traceback after a slow start."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.create_server((host, port), family=family[0][0], backlog=1024)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(
+            f"cannot listen on {host}:{port}: {reason}; stop what uses it, or choose"
+            " another port with --port or PRIMAA_PORT"
+        ) from None
+
+
+async def serve(app: web.Application, *, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` until a stop signal, then drain it and clean up."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
@@ -51,7 +71,8 @@ async def serve(app: web.Application, *, host: str, port: int) -> None:
     try:
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.SockSite(runner, sock).start()
+            host, port = sock.getsockname()[:2]
             log.info("listening", host=host, port=port)
             await stop.wait()
             await _unless(hurry, drain(app))

@@ -230,3 +230,19 @@ def test_evolve_keeps_other_values() -> None:
     evolved = settings.evolve(workers=5)
     assert (evolved.port, evolved.workers) == (8100, 5)
     assert settings.workers == 0
+
+
+def test_unknown_environment_variable_is_an_error_naming_the_closest_setting() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"PRIMAA_WORKER": "3"})
+    assert (
+        str(info.value)
+        == "unknown environment variable PRIMAA_WORKER; did you mean PRIMAA_WORKERS?"
+    )
+    with pytest.raises(ConfigError, match=r"^unknown environment variable PRIMAA_ZZZ$"):
+        load_settings(env={"PRIMAA_ZZZ": "1"})
+
+
+def test_test_suite_variables_and_other_prefixes_are_not_settings() -> None:
+    settings = load_settings(env={"PRIMAA_TEST_POSTGRES_URL": "postgresql://x", "PRIMAAX": "1"})
+    assert settings == load_settings(env={})

@@ -26,7 +26,7 @@ from primaa.appkeys import CLIENT_ID
 from primaa.config import API_KEY_HASH_PREFIX, Settings, hash_api_key
 
 #: Routes anyone may call: liveness probes and the public API documentation.
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/static"})
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/docs/static"})
 CLIENT_ID_CHARS = 16
 WWW_AUTHENTICATE = 'Bearer realm="primaa"'
 

@@ -10,6 +10,7 @@ from primaa.api.openapi import SWAGGER_STATIC
 
 def add_routes(app: web.Application) -> None:
     router = app.router
+    router.add_get("/", service.home, allow_head=False)
     router.add_post("/job-submission", legacy.submit)
     router.add_get("/status/{job_id}", legacy.status, allow_head=False)
     router.add_post("/jobs", jobs.create_job)

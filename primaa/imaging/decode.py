@@ -180,8 +180,8 @@ def image_size(path: Path) -> tuple[int, int]:
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageDecodeError(
-            f"image is {width}\N{MULTIPLICATION SIGN}{height} = {width * height / 1e6:.1f} MP, "
-            f"above the limit of {max_pixels / 1e6:.1f} MP"
+            f"image is {width}\N{MULTIPLICATION SIGN}{height} = {width * height:,} pixels, "
+            f"above the limit of {max_pixels:,} pixels (max_image_pixels)"
         )
 
 

@@ -40,6 +40,13 @@ class UnsafeUrl(ValueError):
     """A URL or address the service refuses to connect to; the message is safe to show."""
 
 
+#: How an operator allows what was refused, named in every refusal.
+ALLOW_HINT = (
+    "; to allow it, set PRIMAA_ALLOWED_NETWORKS to its network (e.g. 10.0.0.0/8),"
+    " or PRIMAA_ALLOW_PRIVATE_URLS=true for every address"
+)
+
+
 class UnsafeAddress(UnsafeUrl, OSError):
     """Raised by `GuardedResolver`.
 
@@ -182,7 +189,7 @@ class UrlGuard:
             why = _blocked_reason(candidate)
             if why is not None:
                 via = "" if candidate is addr else f", via {candidate}"
-                raise UnsafeUrl(f"refused address {shown} ({why}{via})")
+                raise UnsafeUrl(f"refused address {shown} ({why}{via}){ALLOW_HINT}")
 
     def check_url(self, url: str | URL) -> URL:
         """Parse `url` and refuse what is unsafe without resolving anything.
@@ -206,7 +213,8 @@ class UrlGuard:
                 self.check_address(literal)
             except UnsafeUrl as exc:
                 spelled = "" if host == str(literal) else f" (host {host!r})"
-                raise UnsafeUrl(f"{exc}{spelled}") from None
+                reason = str(exc).removesuffix(ALLOW_HINT)
+                raise UnsafeUrl(f"{reason}{spelled}{ALLOW_HINT}") from None
         return parsed
 
 

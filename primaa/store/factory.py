@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from primaa.jobs.storage import JobStore
 from primaa.store.memory import MemoryStore
-from primaa.store.sql import SqlStore
+from primaa.store.sql import SqlStore, store_url
 
 MEMORY_URL = "memory://"
+
+
+def check_store_url(url: str) -> None:
+    """Raise ``ValueError`` saying how to fix a URL no store can open (scheme, driver)."""
+    if url == MEMORY_URL:
+        return
+    try:
+        parsed = store_url(url)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}; database_url (PRIMAA_DATABASE_URL) takes sqlite:///PATH,"
+            " postgresql://USER@HOST/DB or memory://"
+        ) from None
+    if parsed.get_backend_name() == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+        raise ValueError(
+            "PostgreSQL needs its driver: pip install 'primaa[postgres]'"
+            " (or use the default SQLite store)"
+        )
 
 
 def open_store_from_url(url: str) -> JobStore:

@@ -339,3 +339,12 @@ async def test_an_empty_upload_is_422_not_413(client: TestClient[Any, Any]) -> N
     body = await response.json()
     assert body["details"]["image"] == ["upload is empty"]
     assert (await (await client.get("/jobs")).json())["jobs"] == []
+
+
+async def test_the_front_page_leads_to_the_api_documentation(client: Any) -> None:
+    response = await client.get("/", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "/docs"
+    followed = await client.get("/")
+    assert followed.status == 200
+    assert "swagger" in (await followed.text()).lower()

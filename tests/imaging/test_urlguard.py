@@ -100,7 +100,7 @@ def test_public_urls_allowed(url: str) -> None:
 def test_refusal_message_names_the_address_and_the_spelling() -> None:
     with pytest.raises(UnsafeUrl) as info:
         STRICT.check_url("http://0x7f.1/")
-    assert str(info.value) == "refused address 127.0.0.1 (loopback) (host '0x7f.1')"
+    assert str(info.value).startswith("refused address 127.0.0.1 (loopback) (host '0x7f.1');")
     with pytest.raises(UnsafeUrl) as info:
         STRICT.check_url("http://[::ffff:169.254.169.254]/")
     assert "via 169.254.169.254" in str(info.value)
@@ -187,3 +187,12 @@ async def test_connector_error_exposes_the_cause() -> None:
 async def test_make_connector_refuses_a_second_resolver() -> None:
     with pytest.raises(TypeError):
         make_connector(STRICT, resolver=aiohttp.ThreadedResolver())
+
+
+def test_a_refusal_says_how_to_allow_the_address() -> None:
+    with pytest.raises(UnsafeUrl) as info:
+        UrlGuard().check_address("127.0.0.1")
+    message = str(info.value)
+    assert message.startswith("refused address 127.0.0.1 (loopback)")
+    assert "PRIMAA_ALLOWED_NETWORKS" in message
+    assert "PRIMAA_ALLOW_PRIVATE_URLS=true" in message
