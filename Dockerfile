@@ -1,6 +1,11 @@
 # primaa service image: SQLite in /data by default, built-in algorithms.
 # It listens on 0.0.0.0, so it needs API keys: run it with -e PRIMAA_API_KEYS=<key or
 # sha256:hex>,...; without keys `primaa serve` exits 2 unless -e PRIMAA_ALLOW_OPEN=true.
+# On SIGTERM it drains: running jobs get shutdown_grace_seconds (30 s) and callbacks
+# webhook_timeout (10 s) more, so stop it with `docker stop --time 45` (compose:
+# stop_grace_period: 45s); Docker's default 10 s would kill the running jobs.
+# Workers: one per CPU of the container's quota (--cpus), not of the host.
+# Not built in this project's CI (no Docker engine there).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY primaa ./primaa
-RUN pip install . \
+# The postgres extra: the same image serves as a replica on PostgreSQL.
+RUN pip install '.[postgres]' \
     && useradd --system --uid 10001 --home-dir /data --create-home primaa
 
 USER primaa
@@ -22,5 +28,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
 
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["primaa"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

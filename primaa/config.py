@@ -25,6 +25,8 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from primaa.cpus import usable_cpu_count
+
 ENV_PREFIX = "PRIMAA_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
@@ -135,7 +137,8 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        """``workers``, or one per CPU this process may use (affinity and cgroup quota)."""
+        return self.workers or usable_cpu_count()
 
     def evolve(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
