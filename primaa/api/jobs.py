@@ -40,13 +40,20 @@ _UPLOAD_DOC = {
                 "required": ["image", "algorithm_name"],
                 "properties": {
                     "image": {"type": "string", "format": "binary"},
-                    "algorithm_name": {"type": "string"},
-                    "parameters": {"type": "string", "description": "JSON object"},
-                    "callback_url": {"type": "string"},
-                    "callback_token": {"type": "string"},
-                    "timeout": {"type": "number"},
+                    "algorithm_name": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "parameters": {
+                        "type": "object",
+                        "description": "The algorithm's parameters, a JSON object",
+                    },
+                    "callback_url": {"type": "string", "format": "url", "minLength": 1},
+                    "callback_token": {"type": "string", "maxLength": 4096},
+                    "timeout": {"type": "number", "minimum": 1},
                 },
-            }
+                # Unknown parts are refused (422), as unknown JSON fields are.
+                "additionalProperties": False,
+            },
+            # An object part is JSON text (OpenAPI's default for objects, said once more).
+            "encoding": {"parameters": {"contentType": "application/json"}},
         }
     }
 }
@@ -163,8 +170,10 @@ async def _upload_request(request: web.Request) -> JobRequest:
     tags=TAG,
     summary="List jobs, newest first",
     responses={
-        400: {"schema": ErrorSchema, "description": "`cursor` is not one this service gave out"},
-        422: {"schema": ErrorSchema, "description": "Invalid query parameters"},
+        422: {
+            "schema": ErrorSchema,
+            "description": "Invalid query parameters, or a `cursor` this service did not give out",
+        },
     },
 )
 @querystring_schema(JobListQuerySchema)
@@ -176,11 +185,12 @@ async def list_jobs(request: web.Request) -> web.Response:
             status=JobStatus(query["status"]) if "status" in query else None,
             algorithm=query.get("algorithm_name"),
             client_id=client_id_of(request),
-            cursor=query.get("cursor"),
+            cursor=query.get("cursor") or None,
             limit=query["limit"],
         )
     except ValueError:
-        raise ApiError(400, "bad_cursor", "`cursor` is not one this service gave out") from None
+        # Well-formed but unknown to the server, like any other invalid value: 422.
+        raise ApiError(422, "bad_cursor", "`cursor` is not one this service gave out") from None
     return json_response(
         {"jobs": [present_job(j) for j in page.jobs], "next_cursor": page.next_cursor}
     )

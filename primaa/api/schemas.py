@@ -28,6 +28,7 @@ class JobSubmissionSchema(Schema):
         required=True,
         schemes=HTTP_SCHEMES,
         require_tld=False,
+        validate=validate.Length(min=1),
         metadata={"description": "http(s) URL of the image."},
     )
     algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
@@ -41,6 +42,7 @@ class JobSubmissionSchema(Schema):
         allow_none=True,
         schemes=HTTP_SCHEMES,
         require_tld=False,
+        validate=validate.Length(min=1),
         metadata={"description": "Receives the result Feature (or the failure) by POST."},
     )
     callback_token = fields.String(
@@ -64,10 +66,16 @@ class LegacySubmissionSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    image_url = fields.Url(required=True, schemes=HTTP_SCHEMES, require_tld=False)
+    image_url = fields.Url(
+        required=True, schemes=HTTP_SCHEMES, require_tld=False, validate=validate.Length(min=1)
+    )
     algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     callback_url = fields.Url(
-        load_default=None, allow_none=True, schemes=HTTP_SCHEMES, require_tld=False
+        load_default=None,
+        allow_none=True,
+        schemes=HTTP_SCHEMES,
+        require_tld=False,
+        validate=validate.Length(min=1),
     )
     callback_token = fields.String(load_default=None, allow_none=True, load_only=True)
     parameters = fields.Dict(keys=fields.String(), load_default=dict)
@@ -134,7 +142,9 @@ class JobListQuerySchema(Schema):
 
     status = fields.String(validate=validate.OneOf(STATUSES))
     algorithm_name = fields.String()
-    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
+    cursor = fields.String(
+        metadata={"description": "`next_cursor` of the previous page; empty: the first page."}
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 

@@ -217,7 +217,7 @@ async def test_listing_filters_and_pages_without_gaps(
     bad = await client.get("/jobs?status=Sleeping")
     assert bad.status == 422
     bad_cursor = await client.get("/jobs?cursor=garbage")
-    assert bad_cursor.status == 400
+    assert bad_cursor.status == 422
     assert (await bad_cursor.json())["type"] == "bad_cursor"
 
 
@@ -348,3 +348,15 @@ async def test_the_front_page_leads_to_the_api_documentation(client: Any) -> Non
     followed = await client.get("/")
     assert followed.status == 200
     assert "swagger" in (await followed.text()).lower()
+
+
+async def test_an_empty_cursor_is_the_first_page(client: Any) -> None:
+    response = await client.get("/jobs?cursor=")
+    assert response.status == 200
+    assert (await response.json())["jobs"] == []
+
+
+async def test_an_empty_image_url_is_refused_as_invalid_not_malformed(client: Any) -> None:
+    response = await client.post("/jobs", json={"image_url": "", "algorithm_name": "poi_detection"})
+    assert response.status == 422
+    assert "image_url" in (await response.json())["details"]

@@ -1,8 +1,10 @@
 """Schemathesis fuzzes every documented operation of a real app on loopback.
 
-Bounded and deterministic (fixed example count, derandomized): every answer must be
-non-5xx, use a documented status code and content type, and match its documented
-schema. Run alone with ``tox -e fuzz``; skipped when schemathesis is not installed.
+Bounded and deterministic (fixed example count, derandomized), with every check
+schemathesis has (as ``--checks all``): every answer must be non-5xx, use a documented
+status code, content type and headers, and match its documented schema; a request the
+schema allows is not refused as malformed, one it forbids is refused, and so on.
+Run alone with ``tox -e fuzz``; skipped when schemathesis is not installed.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ from primaa.appkeys import OPENAPI, URL_GUARD  # noqa: E402
 from primaa.imaging.urlguard import IPAddress, UnsafeUrl, UrlGuard  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 100
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
     checks.content_type_conformance,
     checks.response_schema_conformance,
+    checks.positive_data_acceptance,
+    checks.negative_data_rejection,
+    checks.missing_required_header,
+    checks.use_after_free,
+    checks.ensure_resource_availability,
+    checks.ignored_auth,
+    checks.unsupported_method,
+    checks.allow_header_conformance,
+    checks.response_headers_conformance,
 ]
 
 
@@ -45,6 +56,12 @@ def _document() -> dict[str, Any]:
 
 
 schema = schemathesis.openapi.from_dict(_document())
+# A request the schema allows must not be refused as malformed (400), but may be refused
+# for what only the server knows (422: an unknown algorithm, a refused address).
+schema.config.checks.positive_data_acceptance.expected_statuses = [
+    *schema.config.checks.positive_data_acceptance.expected_statuses,
+    "422",
+]
 
 
 class _RefuseAll(UrlGuard):
