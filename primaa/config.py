@@ -70,6 +70,13 @@ class Settings:
     allow_private_urls: bool = False
     #: CIDRs exempt from that refusal, e.g. an internal image server.
     allowed_networks: tuple[IPNetwork, ...] = ()
+    #: Seconds a client gets to send a request's headers, and an idle connection stays open.
+    keepalive_timeout: float = 15.0
+    #: A request body must come at ``min_body_rate`` bytes/s over every such many seconds.
+    body_timeout: float = 30.0
+    min_body_rate: float = 1024.0
+    #: Client connections held at once; 0: the file-descriptor limit less a reserve.
+    max_connections: int = 0
     #: Largest JSON request body.
     max_body_bytes: int = 1_048_576
     #: Largest image, downloaded or uploaded.

@@ -25,6 +25,12 @@ import structlog
 from aiohttp import web
 
 from primaa.appkeys import DISPATCHER, OUTBOX, SETTINGS, STORE
+from primaa.connections import (
+    ConnectionGuard,
+    GuardedSite,
+    default_connection_limit,
+    quiet_accept_errors,
+)
 from primaa.jobs.storage import DeliveryStore
 from primaa.webhooks.outbox import Outbox
 
@@ -63,15 +69,27 @@ async def serve(app: web.Application, *, sock: socket.socket) -> None:
         log.info("stop_signal", signal=signum.name, hurry=stop.is_set())
         (hurry if stop.is_set() else stop).set()
 
+    settings = app[SETTINGS]
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=CONNECTION_GRACE
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=CONNECTION_GRACE,
+        keepalive_timeout=settings.keepalive_timeout,
     )
+    guard = ConnectionGuard(
+        max_connections=settings.max_connections or default_connection_limit(),
+        body_timeout=settings.body_timeout,
+        min_body_rate=settings.min_body_rate,
+    )
+    quiet_accept_errors(loop)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    sweeper = asyncio.create_task(guard.run(), name="primaa-connection-guard")
     try:
         await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            await GuardedSite(runner, sock, guard).start()
             host, port = sock.getsockname()[:2]
             log.info("listening", host=host, port=port)
             await stop.wait()
@@ -79,6 +97,7 @@ async def serve(app: web.Application, *, sock: socket.socket) -> None:
         finally:
             await runner.cleanup()
     finally:
+        sweeper.cancel()
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("service_stopped")
