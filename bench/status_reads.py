@@ -39,9 +39,14 @@ ENDPOINTS = {"status": "/status/{}", "jobs": "/jobs/{}"}
 
 
 def run(
-    quick: bool = False, sizes: tuple[int, ...] = (1000, 100_000), base: Path | None = None
+    quick: bool = False,
+    sizes: tuple[int, ...] = (1000, 100_000),
+    base: Path | None = None,
+    both_loops: bool = False,
 ) -> None:
-    """``base``: also run primaa from that checkout (target ``base``), e.g. before a change."""
+    """``base``: also run primaa from that checkout (target ``base``), e.g. before a change;
+    ``both_loops``: also run this primaa on asyncio's own event loop (``primaa`` runs on
+    uvloop when it is installed)."""
     duration = 3.0 if quick else 10.0
     rounds = 1 if quick else 3
     rows = []
@@ -57,6 +62,11 @@ def run(
                 bare = stack.enter_context(bare_server(size, tmp))
                 targets = {"primaa": primaa.url, "bare": bare.url}
                 pids = {"primaa": primaa.pid, "bare": bare.pid}
+                if both_loops:
+                    asyncio_loop = {"PRIMAA_EVENT_LOOP": "asyncio"}
+                    other = stack.enter_context(primaa_serve(tmp / "data", settings=asyncio_loop))
+                    targets["asyncio loop"] = other.url
+                    pids["asyncio loop"] = other.pid
                 if base is not None:
                     # Its own copy, written by its own code: the schema may differ.
                     seed_store_in(base, tmp / "base-data", size)
@@ -148,8 +158,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument("--base", type=Path, help="another checkout to compare, side by side")
+    parser.add_argument(
+        "--both-loops", action="store_true", help="also run primaa on asyncio's event loop"
+    )
     args = parser.parse_args()
-    run(args.quick, tuple(args.sizes), args.base)
+    run(args.quick, tuple(args.sizes), args.base, args.both_loops)
 
 
 if __name__ == "__main__":

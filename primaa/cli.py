@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +122,30 @@ def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
     try:
         check_data_dir(settings.data_dir)
         check_store_url(settings.resolved_database_url)
+        loop_factory = event_loop_factory(settings.event_loop)
         sock = listen(settings.host, settings.port)
     except (StartupError, ValueError) as exc:
         print(f"primaa: {exc}", file=sys.stderr)
         return EXIT_USAGE
     app = create_app(settings, registry=registry)
-    asyncio.run(serve(app, sock=sock))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(app, sock=sock))
     return 0
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop for ``uvloop`` (and ``auto`` when installed), else asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ValueError(
+                "event_loop is uvloop but uvloop is not installed: pip install uvloop"
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 def check_data_dir(data_dir: Path) -> None:

@@ -114,6 +114,8 @@ class Settings:
     metrics_require_key: bool = True
     #: Without API keys, listen on a non-loopback address anyway.
     allow_open: bool = False
+    #: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``.
+    event_loop: str = "auto"
     #: ``auto`` (console on a terminal, JSON otherwise), ``json`` or ``console``.
     log_format: str = "auto"
     log_level: str = "info"
@@ -302,9 +304,13 @@ def _validate(settings: Settings) -> None:
         "max_job_timeout",
         "webhook_timeout",
         "loop_lag_warning_ms",
+        "keepalive_timeout",
+        "body_timeout",
     ):
         require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
+    require(settings.min_body_rate >= 0, "min_body_rate", "must not be negative")
+    require(settings.max_connections >= 0, "max_connections", "must be 0 (auto) or more")
     require(settings.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")
     require(
         settings.worker_memory_limit_mb == 0
@@ -321,6 +327,11 @@ def _validate(settings: Settings) -> None:
         all(delay >= 0 for delay in settings.webhook_retry_schedule),
         "webhook_retry_schedule",
         "delays must not be negative",
+    )
+    require(
+        settings.event_loop in {"auto", "uvloop", "asyncio"},
+        "event_loop",
+        f"must be auto, uvloop or asyncio, got {settings.event_loop!r}",
     )
     require(
         settings.log_format in {"auto", "json", "console"},

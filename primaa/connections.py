@@ -20,7 +20,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -79,10 +79,10 @@ class _Guarded(asyncio.Protocol):
 
     # The transport's calls, passed on.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
         if not self._guard.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.inner = self._factory()
         self.inner.connection_made(transport)

@@ -20,6 +20,15 @@ from tests.e2e.harness import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def event_loop_name(request: pytest.FixtureRequest) -> str:
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed (not on Windows)")
+    name: str = request.param
+    return name
+
+
 FD_LIMIT = 1024
 IDLE_CONNECTIONS = 1100
 
@@ -29,12 +38,14 @@ def _limit_fds() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path, **settings: str) -> AsyncIterator[tuple[int, Path]]:
+async def serving(
+    tmp_path: Path, event_loop_name: str, **settings: str
+) -> AsyncIterator[tuple[int, Path]]:
     """``primaa serve`` with at most 1024 file descriptors; (port, log path)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update({"PRIMAA_LOG_FORMAT": "json", **settings})
+    env.update({"PRIMAA_LOG_FORMAT": "json", "PRIMAA_EVENT_LOOP": event_loop_name, **settings})
     log_path = tmp_path / f"serve-{port}.log"
     command = [sys.executable, "-m", "primaa.cli", "serve", "--port", str(port)]
     command += ["--data-dir", str(tmp_path / "data"), "--workers", "1"]
@@ -106,9 +117,9 @@ def many_fds() -> None:
 
 @pytest.mark.usefixtures("many_fds")
 async def test_health_answers_while_more_idle_connections_are_held_than_fds(
-    tmp_path: Path,
+    tmp_path: Path, event_loop_name: str
 ) -> None:
-    async with serving(tmp_path) as (port, log_path):
+    async with serving(tmp_path, event_loop_name) as (port, log_path):
         held = []
         for _ in range(IDLE_CONNECTIONS):
             with contextlib.suppress(OSError):
@@ -124,8 +135,10 @@ async def test_health_answers_while_more_idle_connections_are_held_than_fds(
     assert log.count("accept_failed") <= 2, "accept errors are logged once per interval"
 
 
-async def test_slow_headers_and_idle_connections_are_closed(tmp_path: Path) -> None:
-    async with serving(tmp_path, PRIMAA_KEEPALIVE_TIMEOUT="2") as (port, _):
+async def test_slow_headers_and_idle_connections_are_closed(
+    tmp_path: Path, event_loop_name: str
+) -> None:
+    async with serving(tmp_path, event_loop_name, PRIMAA_KEEPALIVE_TIMEOUT="2") as (port, _):
         idle_reader, idle = await _open(port)
         slow_reader, slow = await _open(port)
 
@@ -146,9 +159,11 @@ async def test_slow_headers_and_idle_connections_are_closed(tmp_path: Path) -> N
             slow.close()
 
 
-async def test_a_body_slower_than_the_minimum_rate_is_cut_off(tmp_path: Path) -> None:
+async def test_a_body_slower_than_the_minimum_rate_is_cut_off(
+    tmp_path: Path, event_loop_name: str
+) -> None:
     settings = {"PRIMAA_BODY_TIMEOUT": "2", "PRIMAA_MIN_BODY_RATE": "1000"}
-    async with serving(tmp_path, **settings) as (port, _):
+    async with serving(tmp_path, event_loop_name, **settings) as (port, _):
         reader, writer = await _open(port)
         writer.write(
             b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
