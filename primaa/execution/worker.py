@@ -1,8 +1,8 @@
 """What runs inside a worker process.
 
-Only module-level, picklable functions live here, and only ``plugins`` and
-``imaging`` are imported: no aiohttp, no store. The registry is built once per
-process by :func:`initialize`, the pool's initializer.
+Only module-level, picklable functions live here, and only ``plugins``, ``imaging`` and
+the standard-library-only ``lifeline`` are imported: no aiohttp, no store. The registry
+is built once per process by :func:`initialize`, the pool's initializer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from primaa.execution.lifeline import watch as watch_service
 from primaa.imaging.decode import decode_image
 from primaa.logging import configure_logging
 from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
@@ -62,9 +63,17 @@ def initialize(
     log_format: str,
     log_level: str,
     memory_limit_mb: int = 0,
+    *,
+    lifeline: Connection | None = None,
+    death_signal: bool = False,
 ) -> None:
-    """Pool initializer: load the plugins once for the life of the process, then cap its memory."""
+    """Pool initializer: load the plugins once for the life of the process, then cap its memory.
+
+    First the worker ties its life to the service's: see :mod:`primaa.execution.lifeline`.
+    """
     global _registry, _events, _cancel_dir
+    if lifeline is not None:
+        watch_service(lifeline, death_signal=death_signal)
     configure_logging(log_format, log_level)
     _events = events
     _cancel_dir = Path(cancel_dir)
