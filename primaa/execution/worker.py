@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import signal
 import time
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
@@ -69,9 +70,12 @@ def initialize(
 ) -> None:
     """Pool initializer: load the plugins once for the life of the process, then cap its memory.
 
-    First the worker ties its life to the service's: see :mod:`primaa.execution.lifeline`.
+    First the worker ties its life to the service's (:mod:`primaa.execution.lifeline`) and
+    leaves SIGINT to it: a Ctrl-C in a terminal reaches the whole process group, and the
+    service answers it by draining, which needs its workers to finish their jobs.
     """
     global _registry, _events, _cancel_dir
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if lifeline is not None:
         watch_service(lifeline, death_signal=death_signal)
     configure_logging(log_format, log_level)

@@ -1,15 +1,19 @@
-"""Worker processes die with their service.
+"""Worker processes die with their service, and a Ctrl-C in a terminal does not kill them.
 
 ``kill -9`` of the main process alone (a process manager that kills only the pid it
 knows, an OOM kill of the service) must not leave its workers and the multiprocessing
 resource tracker running as orphans: they would hold CPU and memory, and the jobs they
-ran are run again by the restarted service anyway.
+ran are run again by the restarted service anyway. A SIGINT sent to the whole
+foreground process group (Ctrl-C) reaches the workers too: they must leave it to the
+main process, which drains.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -73,6 +77,13 @@ def alive(key: ProcessKey) -> bool:
     return stat is not None and stat[2] == key[1] and stat[0] not in ("Z", "X")
 
 
+def _stored(data_dir: Path, job_id: str) -> tuple[str, int]:
+    with sqlite3.connect(data_dir / "primaa.sqlite3") as db:
+        row = db.execute("SELECT status, attempts FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    assert row is not None, job_id
+    return str(row[0]), int(row[1])
+
+
 async def _post_sleep(
     http: aiohttp.ClientSession, image_server: ImageServer, seconds: float
 ) -> str:
@@ -120,3 +131,25 @@ async def test_kill_9_of_the_service_alone_leaves_no_worker_and_the_restart_reco
             http, job_id, lambda j: j["status"] == "Completed", "Completed", within=60
         )
     assert done["error"] is None
+
+
+async def test_ctrl_c_to_the_process_group_drains_without_killing_a_worker(
+    primaa_server: PrimaaServer, image_server: ImageServer
+) -> None:
+    primaa_server.workers = 2
+    primaa_server.extra_env.update(
+        {"PRIMAA_PLUGINS": TEST_PLUGINS, "PRIMAA_SHUTDOWN_GRACE_SECONDS": "10"}
+    )
+    await primaa_server.start()
+    async with client(primaa_server) as http:
+        job_id = await _post_sleep(http, image_server, 2)
+        await wait_job(http, job_id, lambda j: j["progress"] > 0, "running with progress")
+    # The service leads its own session: its process group is what a terminal's Ctrl-C hits.
+    os.killpg(primaa_server.pid, signal.SIGINT)
+    code = await primaa_server.wait_exit(within=15)
+    output = primaa_server.log_text()
+    assert code == 0, output
+    assert "KeyboardInterrupt" not in output
+    assert "Traceback" not in output
+    assert "worker_died" not in output
+    assert _stored(primaa_server.data_dir, job_id) == ("Completed", 1), output
