@@ -54,6 +54,7 @@ from primaa.jobs.ports import (
     OutOfMemory,
     ProgressSink,
     Task,
+    TaskError,
     WorkerCrashed,
     WorkerLost,
 )
@@ -63,6 +64,17 @@ log = structlog.get_logger(__name__)
 
 #: How long a post-mortem waits for the workers of a broken pool to exit.
 EXIT_WAIT_SECONDS = 5.0
+
+
+class AlgorithmExited(TaskError):
+    """The algorithm raised ``SystemExit`` or ``KeyboardInterrupt`` in its worker.
+
+    The worker survives it (the executor sends it back as the outcome), but re-raised on
+    the event loop it would stop the whole service: it fails the job instead.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"the algorithm tried to end its process ({type(exc).__name__}: {exc})")
 
 
 @dataclasses.dataclass(eq=False)
@@ -246,6 +258,10 @@ class ProcessPoolRunner:
             raise verdict.error_for(job_id) from None
         except MemoryError:
             raise OutOfMemory(self._memory_limit_mb) from None
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if not future.done() or future.cancelled() or future.exception() is not exc:
+                raise
+            raise AlgorithmExited(exc) from None
         except ImageDecodeError as exc:
             raise ImageUnavailable(str(exc)) from None
 

@@ -1,11 +1,11 @@
-"""Worker processes die with their service, and a Ctrl-C in a terminal does not kill them.
+"""Worker processes die with their service, and neither a Ctrl-C nor a plugin stops it.
 
 ``kill -9`` of the main process alone (a process manager that kills only the pid it
 knows, an OOM kill of the service) must not leave its workers and the multiprocessing
 resource tracker running as orphans: they would hold CPU and memory, and the jobs they
 ran are run again by the restarted service anyway. A SIGINT sent to the whole
 foreground process group (Ctrl-C) reaches the workers too: they must leave it to the
-main process, which drains.
+main process, which drains. A plugin that calls ``sys.exit`` fails its job only.
 """
 
 from __future__ import annotations
@@ -153,3 +153,24 @@ async def test_ctrl_c_to_the_process_group_drains_without_killing_a_worker(
     assert "Traceback" not in output
     assert "worker_died" not in output
     assert _stored(primaa_server.data_dir, job_id) == ("Completed", 1), output
+
+
+async def test_an_algorithm_calling_sys_exit_fails_its_job_and_the_service_goes_on(
+    primaa_server: PrimaaServer, image_server: ImageServer
+) -> None:
+    primaa_server.extra_env.update({"PRIMAA_PLUGINS": TEST_PLUGINS})
+    await primaa_server.start()
+    submission: JSON = {"image_url": image_server.url("/tile.png"), "algorithm_name": "test_exit"}
+    async with client(primaa_server) as http, http.post("/jobs", json=submission) as response:
+        body: JSON = await response.json()
+        assert response.status == 202, body
+    async with client(primaa_server) as http:
+        failed = await wait_job(
+            http, body["job_id"], lambda j: j["status"] in ("Failed", "Completed"), "final"
+        )
+        assert failed["status"] == "Failed"
+        assert failed["error"] == "the algorithm tried to end its process (SystemExit: 3)"
+        assert failed["attempts"] == 1
+        after = await _post_sleep(http, image_server, 0.1)
+        await wait_job(http, after, lambda j: j["status"] == "Completed", "Completed")
+    assert "worker_died" not in primaa_server.log_text()
