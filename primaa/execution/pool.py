@@ -194,8 +194,8 @@ class ProcessPoolRunner:
     def _new_generation(self) -> _Generation:
         """A new pool with every worker started now (each loads the plugins once).
 
-        The workers are forked here, by the submits below, on this (the event loop's)
-        thread: whether they may get a parent-death signal depends on which thread it is.
+        The workers are forked by the submits below (or a later one), all on the event
+        loop's thread: whether they may get a parent-death signal depends on that thread.
         """
         initializer = functools.partial(
             initialize,
