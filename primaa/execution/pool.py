@@ -14,6 +14,9 @@ on purpose, died by itself; the job it announced ("started", job_id, pid) is the
 culprit and fails, and the others were only interrupted and run again. When no
 worker can be blamed (say an operator sent SIGTERM), every job gets the plain
 :class:`WorkerLost` and is retried as a counted attempt.
+
+Workers die with the service, even when it is killed with SIGKILL: see
+:mod:`primaa.execution.lifeline`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import structlog
 
+from primaa.execution.lifeline import Lifeline, death_signal_is_safe
 from primaa.execution.worker import (
     WorkerEvent,
     WorkRequest,
@@ -50,6 +54,7 @@ from primaa.jobs.ports import (
     OutOfMemory,
     ProgressSink,
     Task,
+    TaskError,
     WorkerCrashed,
     WorkerLost,
 )
@@ -59,6 +64,17 @@ log = structlog.get_logger(__name__)
 
 #: How long a post-mortem waits for the workers of a broken pool to exit.
 EXIT_WAIT_SECONDS = 5.0
+
+
+class AlgorithmExited(TaskError):
+    """The algorithm raised ``SystemExit`` or ``KeyboardInterrupt`` in its worker.
+
+    The worker survives it (the executor sends it back as the outcome), but re-raised on
+    the event loop it would stop the whole service: it fails the job instead.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"the algorithm tried to end its process ({type(exc).__name__}: {exc})")
 
 
 @dataclasses.dataclass(eq=False)
@@ -141,6 +157,7 @@ class ProcessPoolRunner:
         self._memory_limit_mb = memory_limit_mb
         self._context = multiprocessing.get_context("spawn")
         self._receiver, self._sender = self._context.Pipe(duplex=False)
+        self._lifeline = Lifeline(self._context)
         self._initargs = (
             self._sender,
             str(cancel_dir),
@@ -175,11 +192,19 @@ class ProcessPoolRunner:
         self._reader.start()
 
     def _new_generation(self) -> _Generation:
-        """A new pool with every worker started now (each loads the plugins once)."""
+        """A new pool with every worker started now (each loads the plugins once).
+
+        The workers are forked by the submits below (or a later one), all on the event
+        loop's thread: whether they may get a parent-death signal depends on that thread.
+        """
+        initializer = functools.partial(
+            initialize,
+            *self._initargs,
+            lifeline=self._lifeline.end,
+            death_signal=death_signal_is_safe(),
+        )
         pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=self._context,
-            initializer=functools.partial(initialize, *self._initargs),
+            max_workers=self.workers, mp_context=self._context, initializer=initializer
         )
         generation = _Generation(pool=pool, processes=pool._processes)
         self._generations.append(generation)
@@ -233,6 +258,10 @@ class ProcessPoolRunner:
             raise verdict.error_for(job_id) from None
         except MemoryError:
             raise OutOfMemory(self._memory_limit_mb) from None
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if not future.done() or future.cancelled() or future.exception() is not exc:
+                raise
+            raise AlgorithmExited(exc) from None
         except ImageDecodeError as exc:
             raise ImageUnavailable(str(exc)) from None
 
@@ -348,6 +377,7 @@ class ProcessPoolRunner:
             await asyncio.to_thread(current.pool.shutdown, wait=True)
         examining = [g.post_mortem for g in self._generations if g.post_mortem is not None]
         await asyncio.gather(*examining, return_exceptions=True)
+        self._lifeline.close()
         self._sender.send(None)
         if self._reader is not None:
             await asyncio.to_thread(self._reader.join, 5)

@@ -1,8 +1,8 @@
 """What runs inside a worker process.
 
-Only module-level, picklable functions live here, and only ``plugins`` and
-``imaging`` are imported: no aiohttp, no store. The registry is built once per
-process by :func:`initialize`, the pool's initializer.
+Only module-level, picklable functions live here, and only ``plugins``, ``imaging`` and
+the standard-library-only ``lifeline`` are imported: no aiohttp, no store. The registry
+is built once per process by :func:`initialize`, the pool's initializer.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import signal
 import time
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
@@ -18,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from primaa.execution.lifeline import watch as watch_service
 from primaa.imaging.decode import decode_image
 from primaa.logging import configure_logging
 from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
@@ -62,9 +64,20 @@ def initialize(
     log_format: str,
     log_level: str,
     memory_limit_mb: int = 0,
+    *,
+    lifeline: Connection | None = None,
+    death_signal: bool = False,
 ) -> None:
-    """Pool initializer: load the plugins once for the life of the process, then cap its memory."""
+    """Pool initializer: load the plugins once for the life of the process, then cap its memory.
+
+    First the worker ties its life to the service's (:mod:`primaa.execution.lifeline`) and
+    leaves SIGINT to it: a Ctrl-C in a terminal reaches the whole process group, and the
+    service answers it by draining, which needs its workers to finish their jobs.
+    """
     global _registry, _events, _cancel_dir
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if lifeline is not None:
+        watch_service(lifeline, death_signal=death_signal)
     configure_logging(log_format, log_level)
     _events = events
     _cancel_dir = Path(cancel_dir)

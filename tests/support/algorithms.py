@@ -1,5 +1,5 @@
-"""Algorithms for exercising the service: slow with progress, crashing, failing, async,
-spinning without progress reports, and eating memory.
+"""Algorithms for exercising the service: slow with progress, crashing, exiting, failing,
+async, spinning without progress reports, and eating memory.
 
 Loaded into the service and its workers with the ``plugins`` setting
 (``tests.support.algorithms``), exactly as an operator loads a module plugin.
@@ -12,6 +12,7 @@ import ctypes
 import os
 import resource
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -141,6 +142,19 @@ class Hog(Algorithm):
         return _shape_result(image, allocated=float(block.nbytes))
 
 
+class Exit(Algorithm):
+    """Calls ``sys.exit``, as code written for a command line does."""
+
+    name = "test_exit"
+    version = "1"
+    summary = "Call sys.exit"
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        sys.exit(3)
+
+
 class Fail(Algorithm):
     name = "test_fail"
     version = "1"
@@ -172,4 +186,4 @@ class AsyncSleep(AsyncAlgorithm):
 
 @hookimpl
 def primaa_algorithms() -> list[Algorithm | AsyncAlgorithm]:
-    return [Sleep(), Crash(), Segfault(), SigKill(), Spin(), Hog(), Fail(), AsyncSleep()]
+    return [Sleep(), Crash(), Segfault(), SigKill(), Spin(), Hog(), Exit(), Fail(), AsyncSleep()]
