@@ -10,12 +10,12 @@ from primaa.imaging.slides import Tile, TileMerger, in_core, plan_tiles, polygon
 
 
 def _seen_by(tile: Tile, world: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The points of the working plane a tile's read covers, in its own coordinates."""
+    """The points of the working plane a tile's pixels cover, in its own coordinates."""
     inside = (
-        (world[:, 0] >= tile.x)
-        & (world[:, 0] < tile.x + tile.width)
-        & (world[:, 1] >= tile.y)
-        & (world[:, 1] < tile.y + tile.height)
+        (world[:, 0] >= tile.x - 0.5)
+        & (world[:, 0] < tile.x + tile.width - 0.5)
+        & (world[:, 1] >= tile.y - 0.5)
+        & (world[:, 1] < tile.y + tile.height - 0.5)
     )
     result: npt.NDArray[np.float64] = world[inside] - [tile.x, tile.y]
     return result
@@ -25,13 +25,14 @@ def _seen_by(tile: Tile, world: npt.NDArray[np.float64]) -> npt.NDArray[np.float
 def test_points_on_seams_and_in_overlaps_are_kept_exactly_once(downsample: float) -> None:
     size = (round(1000 * downsample), round(700 * downsample))
     tiles = plan_tiles(size, downsample=downsample, border=40, tile_size=330)
-    seams_x = sorted({t.core[0] for t in tiles})
-    seams_y = sorted({t.core[1] for t in tiles})
+    # Pixel centres are whole numbers, so pixels, cores and seams start half a unit before.
+    seams_x = sorted({t.core[0] - 0.5 for t in tiles})
+    seams_y = sorted({t.core[1] - 0.5 for t in tiles})
     rng = np.random.default_rng(0)
     # Exactly on every seam and crossing, a hair either side, and anywhere.
     on_seams = [(x, y) for x in seams_x for y in seams_y]
     hairs = [(x + d, y + 0.5) for x in seams_x[1:] for y in seams_y for d in (-1e-9, 1e-9)]
-    anywhere = rng.uniform(0, 1, (500, 2)) * (1000, 700)
+    anywhere = rng.uniform(0, 1, (500, 2)) * (1000, 700) - 0.5
     world = np.concatenate([on_seams, hairs, anywhere]).astype(np.float64)
     merger = TileMerger()
     seen = 0
@@ -46,7 +47,7 @@ def test_points_on_seams_and_in_overlaps_are_kept_exactly_once(downsample: float
     centres = merger.centres()
     assert len(merger) == len(world)
     order = np.lexsort((centres[:, 1], centres[:, 0]))
-    expected = world * downsample
+    expected = (world + 0.5) * downsample - 0.5
     assert np.allclose(centres[order], expected[np.lexsort((expected[:, 1], expected[:, 0]))])
     assert len(merger.tile_indices()) == len(world)
 
@@ -55,14 +56,15 @@ def test_a_seam_point_belongs_to_the_tile_after_it() -> None:
     left, right = plan_tiles((200, 100), downsample=1.0, border=10, tile_size=120)
     assert left.core == (0, 0, 100, 100)
     assert right.core == (100, 0, 200, 100)
-    seam = np.array([[100.0, 50.0]])
+    seam = np.array([[99.5, 50.0]])
     assert not in_core(left, seam - [left.x, left.y]).any()
     assert in_core(right, seam - [right.x, right.y]).all()
 
 
 def test_to_level0_scales_tile_coordinates() -> None:
     tile = Tile(3, x=100, y=50, width=10, height=10, core=(105, 55, 110, 60), downsample=4.0)
-    assert to_level0(tile, [[0.0, 0.0], [2.5, 1.0]]).tolist() == [[400.0, 200.0], [410.0, 204.0]]
+    # Pixel (0, 0) of the tile averages level-0 pixels 400-403 by 200-203: centre 401.5, 201.5.
+    assert to_level0(tile, [[0.0, 0.0], [2.5, 1.0]]).tolist() == [[401.5, 201.5], [411.5, 205.5]]
     assert to_level0(tile, []).shape == (0, 2)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         to_level0(tile, [1.0, 2.0, 3.0])
@@ -70,7 +72,7 @@ def test_to_level0_scales_tile_coordinates() -> None:
 
 def test_polygons_are_kept_by_the_core_holding_their_centroid() -> None:
     left, right = plan_tiles((200, 100), downsample=2.0, border=10, tile_size=70)
-    # A square straddling the seam (x = 50 working px), centroid just right of it...
+    # A square straddling the seam (x = 49.5 working px), centroid right of it...
     square = np.array([[40.0, 10.0], [60.5, 10.0], [60.5, 30.0], [40.0, 30.0]])
     # ...and an L-shape whose centroid is far from its vertex mean.
     ell = np.array([[5.0, 5.0], [45.0, 5.0], [45.0, 9.0], [9.0, 9.0], [9.0, 45.0], [5.0, 45.0]])
@@ -80,9 +82,9 @@ def test_polygons_are_kept_by_the_core_holding_their_centroid() -> None:
     assert kept_left.tolist() == [1]
     assert kept_right.tolist() == [0]
     polygons = merger.polygons()
-    assert np.allclose(polygons[0], ell * 2.0)
-    assert np.allclose(polygons[1], square * 2.0)
-    assert np.allclose(merger.centres()[1], [50.25 * 2.0, 20.0 * 2.0])
+    assert np.allclose(polygons[0], ell * 2.0 + 0.5)
+    assert np.allclose(polygons[1], square * 2.0 + 0.5)
+    assert np.allclose(merger.centres()[1], [50.25 * 2.0 + 0.5, 20.0 * 2.0 + 0.5])
     assert merger.tile_indices().tolist() == [0, 1]
 
 

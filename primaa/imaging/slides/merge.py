@@ -2,10 +2,14 @@
 
 An object is kept by the tile whose core holds its centre. Cores partition the
 working grid with half-open integer rectangles, and the test is made in the
-tile's own coordinates (those the algorithm reported, against integer bounds),
-so a centre exactly on a seam belongs to exactly one tile. Coordinates are
-continuous: working pixel (i, j) covers [j, j + 1) x [i, i + 1), so a point
-(u, v) of a tile is at ``((tile.x + u) * d, (tile.y + v) * d)`` in level 0.
+tile's own coordinates (those the algorithm reported), so a centre exactly on a
+seam belongs to exactly one tile.
+
+Coordinates follow the plugin contract (docs/plugins.md): ``[x, y]`` with the
+centre of the pixel at row i, column j at (j, i). A tile's pixel j therefore
+spans [j - 0.5, j + 0.5), its core [x0 - 0.5, x1 - 0.5) in its own coordinates
+(as ``detect_nuclei_tiled`` does), and the point u of a tile read at
+``d`` level-0 pixels per pixel is at ``(tile.x + u + 0.5) * d - 0.5`` in level 0.
 
 Results arrive tile by tile; the merger keeps only the kept objects, as level-0
 arrays appended in chunks, and never needs two tiles at once.
@@ -37,15 +41,15 @@ def _as_points(values: npt.ArrayLike) -> Points:
 def to_level0(tile: Tile, points: npt.ArrayLike) -> Points:
     """Tile coordinates (working pixels) to level-0 coordinates."""
     local = _as_points(points)
-    offset = np.array([tile.x, tile.y], np.float64)
-    result: Points = (local + offset) * tile.downsample
+    offset = np.array([tile.x + 0.5, tile.y + 0.5], np.float64)
+    result: Points = (local + offset) * tile.downsample - 0.5
     return result
 
 
 def in_core(tile: Tile, centres: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """Which centres (tile coordinates) lie in the tile's core, half-open."""
+    """Which centres (tile coordinates) lie in the pixels of the tile's core."""
     local = _as_points(centres)
-    x0, y0, x1, y1 = tile.core_local
+    x0, y0, x1, y1 = (edge - 0.5 for edge in tile.core_local)
     u, v = local[:, 0], local[:, 1]
     result: npt.NDArray[np.bool_] = (u >= x0) & (u < x1) & (v >= y0) & (v < y1)
     return result
