@@ -155,3 +155,9 @@ def test_levels_pickle_and_repr(pyramid: BuiltSlide) -> None:
     with open_slide(pyramid.path) as slide:
         assert pickle.loads(pickle.dumps(slide.levels)) == slide.levels
         assert "pyramid.tif generic-tiff 4096x3072" in repr(slide)
+
+
+def test_best_and_nearest_levels(pyramid: BuiltSlide) -> None:
+    with open_slide(pyramid.path) as slide:
+        assert [slide.best_level(d) for d in (0.5, 1.0, 3.9, 4.0, 100.0)] == [0, 0, 1, 2, 4]
+        assert [slide.nearest_level(d) for d in (0.5, 2.7, 3.0, 5.0, 100.0)] == [0, 1, 2, 2, 4]

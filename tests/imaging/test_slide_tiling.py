@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from primaa.imaging.slides import Tile, TissueMask, open_slide, plan_slide, plan_tiles, tissue_mask
+from tests.imaging.conftest import SVS
 from tests.support.slides import BuiltSlide
 
 
@@ -123,3 +124,15 @@ def test_without_mpp_the_pixel_scale_is_the_fallback(no_mpp: BuiltSlide) -> None
     assert {t.downsample for t in tiles} == {4.0}
     # The first tile's core gets its context on the right only (the slide starts at 0).
     assert tiles[0].width - (tiles[0].core[2] - tiles[0].core[0]) == 10
+
+
+def test_a_level_close_to_the_asked_resolution_is_read_as_it_is() -> None:
+    with open_slide(SVS) as slide:
+        snapped = plan_slide(slide, mpp=0.5, border_um=10.0)
+        exact = plan_slide(slide, mpp=0.5, border_um=10.0, snap=0.0)
+        coarser = plan_slide(slide, mpp=0.52, border_um=10.0)
+    assert {t.downsample for t in snapped} == {1.0}
+    assert [t.downsample for t in exact] == pytest.approx([0.5 / 0.499] * len(exact))
+    assert [t.downsample for t in coarser] == pytest.approx([0.52 / 0.499] * len(coarser))
+    # 10 µm of context at 0.499 µm/px: 21 working pixels.
+    assert snapped[0].width - (snapped[0].core[2] - snapped[0].core[0]) == 21

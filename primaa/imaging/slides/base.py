@@ -134,6 +134,13 @@ class Slide(abc.ABC):
                 best = index
         return best
 
+    def nearest_level(self, downsample: float) -> int:
+        """The level whose downsample is closest to ``downsample`` (by ratio)."""
+        return min(
+            range(len(self.levels)),
+            key=lambda index: abs(math.log(self.levels[index].downsample / downsample)),
+        )
+
     def read_region(
         self,
         x: float,

@@ -18,10 +18,12 @@ import math
 from primaa.imaging.slides.base import RGB, Slide
 from primaa.imaging.slides.tissue import TissueMask
 
-__all__ = ["DEFAULT_TILE_SIZE", "Tile", "plan_slide", "plan_tiles"]
+__all__ = ["DEFAULT_SNAP", "DEFAULT_TILE_SIZE", "Tile", "plan_slide", "plan_tiles"]
 
 #: The longest side of a tile's read, in working pixels: 12 MB of RGB.
 DEFAULT_TILE_SIZE = 2048
+#: A pyramid level this close (relative) to the asked resolution is read as it is.
+DEFAULT_SNAP = 0.03
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,14 +126,20 @@ def plan_slide(
     border_um: float | None = None,
     tile_size: int = DEFAULT_TILE_SIZE,
     mask: TissueMask | None = None,
+    snap: float = DEFAULT_SNAP,
 ) -> tuple[Tile, ...]:
     """Tiles for an algorithm working at ``mpp`` µm/px (else at ``downsample``).
 
     The border is ``border_um`` micrometres when the slide states its
     resolution, else ``border`` working pixels; as with the resolution, the
-    pixel values are the fallback for slides without one.
+    pixel values are the fallback for slides without one. A pyramid level
+    within ``snap`` (relative) of the asked resolution is used as it is: a scan
+    at 0.499 µm/px asked for 0.5 is read, not resampled by 1.002.
     """
     factor = slide.resolve_downsample(mpp=mpp, downsample=downsample)
+    level = slide.levels[slide.nearest_level(factor)].downsample
+    if abs(level / factor - 1.0) <= snap:
+        factor = level
     context = border
     if border_um is not None and slide.mpp is not None:
         context = math.ceil(border_um / (slide.mpp * factor))

@@ -70,7 +70,7 @@ def mask_downsample(slide: Slide, mpp: float = TISSUE_MPP) -> float:
         target = max(1.0, max(slide.dimensions) / _NO_MPP_SIDE)
     else:
         target = max(1.0, mpp / slide.mpp)
-    closest = min(slide.levels, key=lambda level: abs(math.log(level.downsample / target)))
+    closest = slide.levels[slide.nearest_level(target)]
     if max(closest.downsample / target, target / closest.downsample) <= _SNAP:
         return closest.downsample
     return target
