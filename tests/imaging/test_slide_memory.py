@@ -18,11 +18,15 @@ SIZE = 20_000
 #: What a worker does with a slide: mask, plan, and read tiles at two resolutions.
 _WORKER = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from primaa.imaging.slides import open_slide, plan_slide, tissue_mask
 
     def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM, not ru_maxrss: that one keeps the parent's peak across fork and exec.
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
 
     with open_slide(sys.argv[1]) as slide:
         slide.read_region(0, 0, 16, 16)
