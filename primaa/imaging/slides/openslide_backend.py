@@ -32,12 +32,13 @@ def detect_vendor(path: Path) -> str | None:
         return None
 
 
-def _mpp(properties: dict[str, str]) -> float | None:
+def _mpp(handle: openslide.OpenSlide) -> float | None:
     values = []
     for key in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y):
         try:
-            value = float(properties[key])
-        except (KeyError, ValueError):
+            value = float(handle.properties[key])
+        except (KeyError, ValueError, UnicodeDecodeError):
+            # Absent, not a number, or not text at all in a damaged file.
             continue
         if math.isfinite(value) and 0 < value <= MAX_PLAUSIBLE_MPP:
             values.append(value)
@@ -60,11 +61,16 @@ class OpenSlideSlide(Slide):
         except openslide.OpenSlideError as exc:
             raise SlideError(f"slide is truncated or corrupt: {_safe(exc, path)}") from None
         self._handle = handle
-        levels = tuple(
-            Level(int(w), int(h), float(d))
-            for (w, h), d in zip(handle.level_dimensions, handle.level_downsamples, strict=True)
-        )
-        super().__init__(path=path, format=vendor, levels=levels, mpp=_mpp(dict(handle.properties)))
+        try:
+            levels = tuple(
+                Level(int(w), int(h), float(d))
+                for (w, h), d in zip(handle.level_dimensions, handle.level_downsamples, strict=True)
+            )
+            mpp = _mpp(handle)
+        except openslide.OpenSlideError as exc:
+            handle.close()
+            raise SlideError(f"slide is truncated or corrupt: {_safe(exc, path)}") from None
+        super().__init__(path=path, format=vendor, levels=levels, mpp=mpp)
 
     def close(self) -> None:
         self._handle.close()
