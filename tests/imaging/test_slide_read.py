@@ -138,3 +138,14 @@ def test_the_svs_level0_is_what_openslide_reads() -> None:
 def test_transparent_pixels_are_composited_on_white() -> None:
     rgba = np.array([[[0, 0, 0, 0], [100, 50, 0, 255], [100, 50, 0, 128]]], np.uint8)
     assert composite_on_white(rgba).tolist() == [[[255, 255, 255], [100, 50, 0], [177, 152, 127]]]
+
+
+def test_a_region_starting_before_the_slide_is_white_there(lossless: BuiltSlide) -> None:
+    with open_slide(lossless.path) as slide:
+        region = slide.read_region(-10, -20, 30, 40)
+        shrunk = slide.read_region(-16, -16, 8, 8, downsample=4.0)
+    assert (region[:20] == 255).all()
+    assert (region[:, :10] == 255).all()
+    assert _error(region[20:, 10:], np.broadcast_to(GLASS, (20, 20, 3))) < 4.0
+    assert (shrunk[:4, :4] == 255).all()
+    assert _error(shrunk[4:, 4:], np.broadcast_to(GLASS, (4, 4, 3))) < 4.0

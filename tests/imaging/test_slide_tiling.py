@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from PIL import Image
 
 from primaa.imaging.slides import Tile, TissueMask, open_slide, plan_slide, plan_tiles, tissue_mask
 from tests.imaging.conftest import SVS
@@ -136,3 +138,18 @@ def test_a_level_close_to_the_asked_resolution_is_read_as_it_is() -> None:
     assert [t.downsample for t in coarser] == pytest.approx([0.52 / 0.499] * len(coarser))
     # 10 µm of context at 0.499 µm/px: 21 working pixels.
     assert snapped[0].width - (snapped[0].core[2] - snapped[0].core[0]) == 21
+
+
+def test_a_large_flat_image_is_tiled_too(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1000, 1500, 3), dtype=np.uint8)
+    path = tmp_path / "flat.png"
+    Image.fromarray(pixels).save(path)
+    with open_slide(path) as slide:
+        tiles = plan_slide(slide, mpp=0.5, downsample=1.0, border=16, tile_size=512)
+        reads = [tile.read(slide) for tile in tiles]
+    assert len(tiles) == 4 * 3  # cores of at most 512 - 2 * 16 = 480 px
+    for tile, read in zip(tiles, reads, strict=True):
+        assert np.array_equal(
+            read, pixels[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width]
+        )
