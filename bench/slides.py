@@ -27,7 +27,14 @@ import numpy.typing as npt
 from PIL import Image
 
 from primaa.evaluation import micro_average, score_points
-from primaa.imaging.slides import Slide, Tile, TileMerger, open_slide, plan_slide, tissue_mask
+from primaa.imaging.slides import (
+    Tile,
+    TileMerger,
+    open_slide,
+    plan_slide,
+    read_tile,
+    tissue_mask,
+)
 from primaa.plugins.builtin.nuclei_detector import detect_nuclei, tile_margin
 from tests.support.slides import build_slide, scatter
 
@@ -38,16 +45,10 @@ BLOCK = 3
 #: Two centres of the merged result closer than this are one nucleus kept twice.
 TWICE_PX = 4.0
 
-_slides: dict[str, Slide] = {}
-
 
 def _detect_tile(path: str, tile: Tile) -> tuple[Tile, npt.NDArray[np.float64], int]:
-    """In a worker: open the slide once per process, read one tile, detect nuclei."""
-    slide = _slides.get(path)
-    if slide is None:
-        slide = _slides[path] = open_slide(path)
-    points = detect_nuclei(tile.read(slide))
-    return tile, points, _peak_rss()
+    """In a worker: read one tile (the slide stays open in the worker), detect nuclei."""
+    return tile, detect_nuclei(read_tile(path, tile)), _peak_rss()
 
 
 def _peak_rss() -> int:

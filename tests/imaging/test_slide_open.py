@@ -77,10 +77,11 @@ def test_flat_images_respect_the_pixel_limit(tmp_path: Path) -> None:
         open_slide(path, max_flat_pixels=999_999)
 
 
-def test_a_closed_flat_slide_refuses_reads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["flat", "openslide"])
+def test_a_closed_slide_refuses_reads(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "flat.png"
     Image.new("RGB", (10, 10)).save(path)
-    slide = open_slide(path)
+    slide = open_slide(path if kind == "flat" else SVS)
     slide.close()
     with pytest.raises(SlideError, match="closed"):
         slide.read_region(0, 0, 2, 2)

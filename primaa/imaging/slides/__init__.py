@@ -7,9 +7,8 @@ cross a process boundary::
 
     with open_slide(path) as slide:
         tiles = plan_slide(slide, mpp=0.5, border_um=20, mask=tissue_mask(slide))
-    # in a worker, for each tile:
-    with open_slide(path) as slide:
-        pixels = tile.read(slide)
+    # in a worker, for each tile (the slide stays open in the worker between tiles):
+    pixels = read_tile(path, tile)
     # back in the parent, tile by tile:
     kept = merger.add_points(tile, centres_found_in_pixels)
 """
@@ -17,6 +16,7 @@ cross a process boundary::
 from __future__ import annotations
 
 from primaa.imaging.slides.base import RGB, Level, Slide, SlideError
+from primaa.imaging.slides.cache import SlideCache, read_tile
 from primaa.imaging.slides.merge import TileMerger, in_core, polygon_centres, to_level0
 from primaa.imaging.slides.opener import open_slide
 from primaa.imaging.slides.tiling import Tile, plan_slide, plan_tiles
@@ -27,6 +27,7 @@ __all__ = [
     "TISSUE_MPP",
     "Level",
     "Slide",
+    "SlideCache",
     "SlideError",
     "Tile",
     "TileMerger",
@@ -36,6 +37,7 @@ __all__ = [
     "plan_slide",
     "plan_tiles",
     "polygon_centres",
+    "read_tile",
     "tissue_mask",
     "tissue_pixels",
     "to_level0",

@@ -61,6 +61,7 @@ class OpenSlideSlide(Slide):
         except openslide.OpenSlideError as exc:
             raise SlideError(f"slide is truncated or corrupt: {_safe(exc, path)}") from None
         self._handle = handle
+        self._closed = False
         try:
             levels = tuple(
                 Level(int(w), int(h), float(d))
@@ -73,9 +74,12 @@ class OpenSlideSlide(Slide):
         super().__init__(path=path, format=vendor, levels=levels, mpp=mpp)
 
     def close(self) -> None:
+        self._closed = True
         self._handle.close()
 
     def _read_level(self, index: int, x: int, y: int, width: int, height: int) -> RGB:
+        if self._closed:
+            raise SlideError("the slide is closed")
         scale = self.levels[index].downsample
         location = (round(x * scale), round(y * scale))
         try:
