@@ -6,7 +6,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from primaa.imaging.slides import Tile, TileMerger, in_core, plan_tiles, polygon_centres, to_level0
+from primaa.imaging.slides import (
+    Tile,
+    TileMerger,
+    in_core,
+    plan_tiles,
+    polygon_centres,
+    seam_duplicates,
+    to_level0,
+)
 
 
 def _seen_by(tile: Tile, world: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -106,3 +114,18 @@ def test_a_merger_holds_one_kind_of_object() -> None:
     with pytest.raises(ValueError, match="holds points"):
         merger.add_polygons(tile, [[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
     assert TileMerger().centres().shape == (0, 2)
+
+
+def test_seam_duplicates_marks_one_of_two_tiles_centres_for_one_object() -> None:
+    left, right = plan_tiles((200, 100), downsample=1.0, border=10, tile_size=120)
+    merger = TileMerger()
+    # One object on the seam (x = 99.5) whose centre each tile puts on its own side,
+    # two objects 5 px apart across it, and two close ones of the left tile alone.
+    merger.add_points(left, np.array([[98.9, 20.0], [97.0, 50.0], [97.0, 80.0], [98.5, 81.0]]))
+    merger.add_points(right, np.array([[100.2, 20.4], [102.0, 50.0]]) - [right.x, 0])
+    centres = merger.centres()
+    assert len(centres) == 6
+    marked = seam_duplicates(centres, merger.tile_indices(), [left, right], radius=3.0)
+    # The left one is nearer its core's edge (0.6 px against 0.7).
+    assert marked.tolist() == [True, False, False, False, False, False]
+    assert not seam_duplicates(centres, merger.tile_indices(), [left, right], radius=0.0).any()

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from primaa.imaging.slides.base import RGB, Level, Slide, SlideError
 from primaa.imaging.slides.cache import SlideCache, read_tile
-from primaa.imaging.slides.merge import TileMerger, in_core, polygon_centres, to_level0
+from primaa.imaging.slides.merge import (
+    TileMerger,
+    in_core,
+    polygon_centres,
+    seam_duplicates,
+    to_level0,
+)
 from primaa.imaging.slides.opener import open_slide
 from primaa.imaging.slides.tiling import Tile, plan_slide, plan_tiles
 from primaa.imaging.slides.tissue import TISSUE_MPP, TissueMask, tissue_mask, tissue_pixels
@@ -38,6 +44,7 @@ __all__ = [
     "plan_tiles",
     "polygon_centres",
     "read_tile",
+    "seam_duplicates",
     "tissue_mask",
     "tissue_pixels",
     "to_level0",

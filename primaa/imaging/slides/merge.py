@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial import cKDTree
 
 from primaa.imaging.slides.tiling import Tile
 
-__all__ = ["TileMerger", "in_core", "polygon_centres", "to_level0"]
+__all__ = ["TileMerger", "in_core", "polygon_centres", "seam_duplicates", "to_level0"]
 
 Points = npt.NDArray[np.float64]
 
@@ -135,3 +136,48 @@ class TileMerger:
         if not self._tiles:
             return np.empty(0, np.int64)
         return np.concatenate(self._tiles)
+
+
+def seam_duplicates(
+    centres: npt.ArrayLike,
+    owners: npt.ArrayLike,
+    tiles: Sequence[Tile],
+    radius: float,
+) -> npt.NDArray[np.bool_]:
+    """Which kept objects repeat another across a seam; drop them to keep each once.
+
+    The centre rule keeps an object once when the tiles agree on its centre, but
+    an algorithm's centre can move by a pixel with a tile's context, so an object
+    on a seam is now and then kept by both tiles. Two kept centres closer than
+    ``radius`` (level-0 pixels; below the smallest distance the algorithm ever
+    reports between two objects), from different tiles and both within
+    ``radius`` of their own core's edge, are one object: the one nearer its
+    core's edge is marked. ``owners`` are the tile indices of
+    :meth:`TileMerger.tile_indices`.
+    """
+    points = _as_points(centres)
+    tile_of = np.asarray(owners, np.int64)
+    marked = np.zeros(len(points), np.bool_)
+    if len(points) < 2 or radius <= 0:
+        return marked
+    by_index = {tile.index: tile for tile in tiles}
+    depth = np.empty(len(points), np.float64)
+    for index in np.unique(tile_of):
+        tile = by_index[int(index)]
+        mine = tile_of == index
+        # The core's edges in level-0 coordinates (pixel centres at whole numbers).
+        x0, y0, x1, y1 = (edge * tile.downsample - 0.5 for edge in tile.core)
+        x, y = points[mine, 0], points[mine, 1]
+        depth[mine] = np.minimum.reduce([x - x0, x1 - x, y - y0, y1 - y])
+    near = np.flatnonzero(depth < radius)
+    if len(near) < 2:
+        return marked
+    pairs = cKDTree(points[near]).query_pairs(radius, output_type="ndarray")
+    pairs = near[pairs]
+    pairs = pairs[tile_of[pairs[:, 0]] != tile_of[pairs[:, 1]]]
+    gaps = np.hypot(*(points[pairs[:, 0]] - points[pairs[:, 1]]).T)
+    for a, b in pairs[np.argsort(gaps, kind="stable")]:
+        if marked[a] or marked[b]:
+            continue
+        marked[b if (depth[b], -b) < (depth[a], -a) else a] = True
+    return marked
