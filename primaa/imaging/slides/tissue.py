@@ -2,12 +2,13 @@
 
 The mask is read at about 8 µm per pixel from the pyramid level closest to it:
 a 100,000-pixel-wide slide at 0.25 µm/px gives a 3,125-pixel-wide mask, read
-in bounded blocks. The rule is the one of the ``roi_detection`` algorithm in
-short: tissue absorbs light in at least one channel and glass almost none, so
-the score is the largest per-channel optical density measured against the
-brightest glass; the threshold is Otsu's, clamped so that noise on pure glass
-is never tissue and noisy glass cannot hide pale tissue. A tiling mask must
-not miss tissue, so it is grown by a margin; a few extra tiles cost little.
+in bounded blocks. The score is the ``roi_detection`` algorithm's: tissue
+absorbs light in at least one channel and glass almost none, so it is the
+largest per-channel optical density measured against the brightest glass. The
+threshold is simpler than that algorithm's glass-peak fit: Otsu's, clamped so
+that noise on pure glass is never tissue and noisy glass cannot hide pale
+tissue. A tiling mask must not miss tissue, so it is grown by a margin; a few
+extra tiles cost little.
 """
 
 from __future__ import annotations
