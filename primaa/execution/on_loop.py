@@ -25,11 +25,11 @@ class LoopExecutor:
     def on_progress(self, sink: ProgressSink) -> None:
         self._sinks.append(sink)
 
-    def cancel(self, job_id: str) -> None:
-        self._cancelled.add(job_id)
+    def cancel(self, task_id: str) -> None:
+        self._cancelled.add(task_id)
 
-    def forget(self, job_id: str) -> None:
-        self._cancelled.discard(job_id)
+    def forget(self, task_id: str) -> None:
+        self._cancelled.discard(task_id)
 
     async def run(self, task: Task) -> AlgorithmResult:
         algorithm = self._registry.get(task.algorithm)
@@ -43,12 +43,12 @@ class LoopExecutor:
             raise ImageUnavailable(str(exc)) from None
 
         def progress(fraction: float) -> None:
-            if task.job_id in self._cancelled:
+            if task.task_id in self._cancelled:
                 raise JobCancelled(task.job_id)
             for sink in self._sinks:
-                sink(task.job_id, fraction)
+                sink(task.task_id, fraction)
 
         try:
             return await algorithm.run(image, task.parameters, progress)
         finally:
-            self._cancelled.discard(task.job_id)
+            self._cancelled.discard(task.task_id)

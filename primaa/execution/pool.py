@@ -10,7 +10,7 @@ then terminates the other workers with SIGTERM (in that order, on 3.11: at the
 moment the futures break, no exit code is known yet). The pool is replaced at
 once; a post-mortem waits for the old workers to exit and reads their exit
 codes. A worker that did not end by SIGTERM, and that this runner did not kill
-on purpose, died by itself; the job it announced ("started", job_id, pid) is the
+on purpose, died by itself; the task it announced ("started", task_id, pid) is the
 culprit and fails, and the others were only interrupted and run again. When no
 worker can be blamed (say an operator sent SIGTERM), every job gets the plain
 :class:`WorkerLost` and is retried as a counted attempt.
@@ -48,6 +48,7 @@ from primaa.execution.worker import (
     run_job,
 )
 from primaa.imaging.decode import ImageDecodeError
+from primaa.imaging.slides import SlideError, Tile
 from primaa.jobs.ports import (
     ImageUnavailable,
     JobInterrupted,
@@ -87,10 +88,10 @@ class _Generation:
     #: dict object outlives ``shutdown()``. Workers are spawned by the executor, so there
     #: is no other handle on their exit codes (reaping them ourselves would race it).
     processes: MutableMapping[int, Process]
-    #: job_id -> pid of the worker that announced it; pid -> the job it announced last.
+    #: task_id -> pid of the worker that announced it; pid -> the task it announced last.
     started: dict[str, int] = dataclasses.field(default_factory=dict)
     running: dict[int, str] = dataclasses.field(default_factory=dict)
-    #: pid -> job_id of the workers killed on purpose (a timeout or a cancel).
+    #: pid -> task_id of the workers killed on purpose (a timeout or a cancel).
     killed: dict[int, str] = dataclasses.field(default_factory=dict)
     post_mortem: asyncio.Task[_Verdict] | None = None
 
@@ -103,10 +104,10 @@ class _Verdict:
     died: Mapping[int, int]
     killed: Mapping[int, str]
 
-    def error_for(self, job_id: str) -> Exception:
-        pid = self.started.get(job_id)
-        if pid is not None and self.killed.get(pid) == job_id:
-            return JobCancelled(job_id)
+    def error_for(self, task_id: str) -> Exception:
+        pid = self.started.get(task_id)
+        if pid is not None and self.killed.get(pid) == task_id:
+            return JobCancelled(task_id)
         if pid is not None and pid in self.died:
             return WorkerCrashed(
                 f"the worker process died ({describe_exit(self.died[pid])}) while running this job"
@@ -224,26 +225,30 @@ class ProcessPoolRunner:
                 loop.call_soon_threadsafe(self._dispatch, event)
 
     def _dispatch(self, event: WorkerEvent) -> None:
-        kind, job_id, value = event
+        kind, task_id, value = event
         if kind == "progress":
             for sink in self._progress_sinks:
-                sink(job_id, value)
+                sink(task_id, value)
         elif kind == "started":
             pid = int(value)
             for generation in reversed(self._generations):
                 if pid in generation.processes:
-                    generation.started[job_id] = pid
-                    generation.running[pid] = job_id
+                    generation.started[task_id] = pid
+                    generation.running[pid] = task_id
                     break
         elif kind == "sync":
-            barrier = self._barriers.pop(job_id, None)
+            barrier = self._barriers.pop(task_id, None)
             if barrier is not None and not barrier.done():
                 barrier.set_result(None)
 
     async def run(self, task: Task) -> AlgorithmResult:
-        job_id = task.job_id
+        task_id = task.task_id
+        if task.region is not None and not isinstance(task.region, Tile):
+            raise TypeError(f"the process pool reads slide tiles, not {type(task.region)}")
         request = WorkRequest(
-            job_id=job_id,
+            job_id=task.job_id,
+            task_id=task_id,
+            region=task.region,
             algorithm=task.algorithm,
             image_path=str(task.image_path),
             parameters=dict(task.parameters),
@@ -255,14 +260,14 @@ class ProcessPoolRunner:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             verdict = await asyncio.shield(self._broken(generation))
-            raise verdict.error_for(job_id) from None
+            raise verdict.error_for(task_id) from None
         except MemoryError:
             raise OutOfMemory(self._memory_limit_mb) from None
         except (SystemExit, KeyboardInterrupt) as exc:
             if not future.done() or future.cancelled() or future.exception() is not exc:
                 raise
             raise AlgorithmExited(exc) from None
-        except ImageDecodeError as exc:
+        except (ImageDecodeError, SlideError) as exc:
             raise ImageUnavailable(str(exc)) from None
 
     def _submit(self, request: WorkRequest) -> tuple[_Generation, Future[AlgorithmResult]]:
@@ -276,20 +281,20 @@ class ProcessPoolRunner:
             except BrokenProcessPool:
                 self._broken(generation)
                 continue
-            self._inflight[request.job_id] = (future, generation)
-            future.add_done_callback(functools.partial(self._settled, request.job_id))
+            self._inflight[request.key] = (future, generation)
+            future.add_done_callback(functools.partial(self._settled, request.key))
             return generation, future
         raise WorkerLost("the worker pool broke twice while starting the job")
 
-    def _settled(self, job_id: str, future: Future[AlgorithmResult]) -> None:
+    def _settled(self, task_id: str, future: Future[AlgorithmResult]) -> None:
         """Done callback, on the executor's thread: forget the job on the loop."""
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._forget_inflight, job_id, future)
+                self._loop.call_soon_threadsafe(self._forget_inflight, task_id, future)
 
-    def _forget_inflight(self, job_id: str, future: Future[AlgorithmResult]) -> None:
-        if self._inflight.get(job_id, (None,))[0] is future:
-            del self._inflight[job_id]
+    def _forget_inflight(self, task_id: str, future: Future[AlgorithmResult]) -> None:
+        if self._inflight.get(task_id, (None,))[0] is future:
+            del self._inflight[task_id]
 
     def _broken(self, generation: _Generation) -> asyncio.Task[_Verdict]:
         """Replace the pool if it is the current one, and examine it once."""
@@ -342,32 +347,32 @@ class ProcessPoolRunner:
         finally:
             self._barriers.pop(token, None)
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, task_id: str) -> None:
         """Ask the job to stop at its next progress report; kill its worker after the grace."""
-        cancel_flag(self._cancel_dir, job_id).touch()
+        cancel_flag(self._cancel_dir, task_id).touch()
         if self._loop is not None:
-            self._loop.call_later(self._kill_grace, self._kill, job_id)
+            self._loop.call_later(self._kill_grace, self._kill, task_id)
 
-    def _kill(self, job_id: str) -> None:
-        """SIGKILL the worker still running ``job_id``; its neighbours run again elsewhere."""
-        entry = self._inflight.get(job_id)
+    def _kill(self, task_id: str) -> None:
+        """SIGKILL the worker still running ``task_id``; its neighbours run again elsewhere."""
+        entry = self._inflight.get(task_id)
         if entry is None or entry[0].done():
             return
         generation = entry[1]
-        pid = generation.started.get(job_id)
-        if pid is None or generation.running.get(pid) != job_id:
+        pid = generation.started.get(task_id)
+        if pid is None or generation.running.get(pid) != task_id:
             return  # not started yet: its cancellation flag stops it at once when it starts
         process = generation.processes.get(pid)
         if process is None or process.exitcode is not None:
             return
-        generation.killed[pid] = job_id
+        generation.killed[pid] = task_id
         process.kill()
-        cancel_flag(self._cancel_dir, job_id).unlink(missing_ok=True)
-        log.warning("worker_killed", job_id=job_id, pid=pid, grace_seconds=self._kill_grace)
+        cancel_flag(self._cancel_dir, task_id).unlink(missing_ok=True)
+        log.warning("worker_killed", task_id=task_id, pid=pid, grace_seconds=self._kill_grace)
         self._broken(generation)
 
-    def forget(self, job_id: str) -> None:
-        cancel_flag(self._cancel_dir, job_id).unlink(missing_ok=True)
+    def forget(self, task_id: str) -> None:
+        cancel_flag(self._cancel_dir, task_id).unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Stop the workers without blocking the event loop."""

@@ -21,12 +21,13 @@ import structlog
 
 from primaa.execution.lifeline import watch as watch_service
 from primaa.imaging.decode import decode_image
+from primaa.imaging.slides import SlideCache, Tile
 from primaa.logging import configure_logging
 from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 
-#: Messages from workers to the service: ("started", job_id, pid) and
-#: ("progress", job_id, fraction from 0 to 1);
+#: Messages from workers to the service: ("started", task_id, pid) and
+#: ("progress", task_id, fraction from 0 to 1);
 #: the service itself sends ("sync", token, 0) and ``None`` (stop) to its reader thread.
 WorkerEvent = tuple[str, str, float]
 
@@ -42,11 +43,13 @@ PROGRESS_INTERVAL = 0.2
 _registry: AlgorithmRegistry | None = None
 _events: EventSender | None = None
 _cancel_dir: Path | None = None
+#: The slides this worker read tiles from lately, kept open for the next tiles.
+_slides = SlideCache()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkRequest:
-    """Everything a worker needs for one job; small, so it pickles cheaply."""
+    """Everything a worker needs for one task; small, so it pickles cheaply."""
 
     job_id: str
     algorithm: str
@@ -54,6 +57,14 @@ class WorkRequest:
     parameters: Mapping[str, Any]
     max_pixels: int
     request_id: str | None = None
+    #: The events and the cancellation flag are the task's; the job's id is for the logs.
+    task_id: str = ""
+    #: A tile of a slide to read instead of decoding the whole image.
+    region: Tile | None = None
+
+    @property
+    def key(self) -> str:
+        return self.task_id or self.job_id
 
 
 def initialize(
@@ -160,11 +171,14 @@ def _run_job(request: WorkRequest) -> AlgorithmResult:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=request.job_id, request_id=request.request_id)
     if _events is not None:
-        _events.send(("started", request.job_id, float(os.getpid())))
+        _events.send(("started", request.key, float(os.getpid())))
     algorithm = _registry.get(request.algorithm)
     if not isinstance(algorithm, Algorithm):
         raise LookupError(f"algorithm {request.algorithm!r} is not available in the worker")
-    progress = WorkerProgress(request.job_id, _events, cancel_flag(_cancel_dir, request.job_id))
+    progress = WorkerProgress(request.key, _events, cancel_flag(_cancel_dir, request.key))
     progress(0.0)
-    image = decode_image(Path(request.image_path), max_pixels=request.max_pixels)
+    if request.region is not None:
+        image = request.region.read(_slides.get(request.image_path))
+    else:
+        image = decode_image(Path(request.image_path), max_pixels=request.max_pixels)
     return algorithm.run(image, request.parameters, progress)

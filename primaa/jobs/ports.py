@@ -51,19 +51,28 @@ class JobInterrupted(WorkerLost):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Task:
-    """One algorithm run on one image: what an executor is given.
+    """One algorithm run on one image, or on one region of a slide: what an executor runs.
 
     Small and picklable: the image travels as a reference (a file the worker can
-    open), never as pixels.
+    open), never as pixels. A job is one task, or many (the tiles of a slide),
+    each with its own ``task_id``: progress, cancel and crash blame are per task.
     """
 
     job_id: str
     algorithm: str
     image_path: Path
     parameters: Mapping[str, Any]
+    #: Where in the image to run, as the worker reads it (a slide tile); ``None``: all of it.
+    region: object | None = None
+    #: Unique among running tasks; the job's id when the job is one task.
+    task_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            object.__setattr__(self, "task_id", self.job_id)
 
 
-#: Where executors report progress: ``(job_id, fraction)``, the fraction from 0 to 1.
+#: Where executors report progress: ``(task_id, fraction)``, the fraction from 0 to 1.
 ProgressSink = Callable[[str, float], None]
 
 
@@ -79,11 +88,11 @@ class Executor(Protocol):
 
     async def run(self, task: Task) -> AlgorithmResult: ...
 
-    def cancel(self, job_id: str) -> None:
-        """Stop the job: at its next progress report, or by killing its worker after a grace."""
+    def cancel(self, task_id: str) -> None:
+        """Stop the task: at its next progress report, or by killing its worker after a grace."""
 
-    def forget(self, job_id: str) -> None:
-        """Drop any cancellation left from an earlier run of the job."""
+    def forget(self, task_id: str) -> None:
+        """Drop any cancellation left from an earlier run of the task."""
 
     def on_progress(self, sink: ProgressSink) -> None: ...
 
