@@ -17,6 +17,7 @@ from primaa.jobs.errors import (
     JobNotFound,
     ResultNotReady,
     ShuttingDown,
+    StorageUnavailable,
     TooManyJobs,
     UnknownAlgorithm,
     schema_messages,
@@ -73,6 +74,11 @@ def from_job_error(exc: JobError) -> ApiError:
         return ApiError(
             429, "too_many_jobs", str(exc), headers={"Retry-After": str(exc.retry_after)}
         )
+    if isinstance(exc, StorageUnavailable):
+        retry = {"Retry-After": str(exc.retry_after)}
+        if exc.full:
+            return ApiError(507, "insufficient_storage", str(exc), headers=retry)
+        return ApiError(503, "store_unavailable", str(exc), headers=retry)
     if isinstance(exc, ShuttingDown):
         return ApiError(
             503, "shutting_down", str(exc), headers={"Retry-After": str(exc.retry_after)}

@@ -22,7 +22,7 @@ from primaa.jobs.model import Job
 from primaa.jobs.outcomes import Outcomes
 from primaa.jobs.runner import JobRunner
 from primaa.jobs.running import RunningJob, RunningJobs
-from primaa.jobs.storage import JobStore, Requeued
+from primaa.jobs.storage import JobStore, Requeued, StaleJob
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +111,14 @@ class Dispatcher:
     async def _execute(self, running: RunningJob) -> None:
         try:
             await self._runner.execute(running)
+        except StaleJob:
+            # Another actor moved the job first (its lease expired and it was requeued,
+            # say): this run's outcome no longer counts.
+            log.warning("job_outcome_dropped", job_id=running.job_id, reason="lease lost")
+        except Exception:
+            # The outcome could not be written (the store refused for minutes): the job
+            # stays Running until its lease expires, then runs again.
+            log.exception("job_outcome_not_written", job_id=running.job_id)
         finally:
             self._running.remove(running.job_id)
             self._wakeup.set()

@@ -77,3 +77,17 @@ class ShuttingDown(JobError):
     def __init__(self, retry_after: int) -> None:
         super().__init__("the service is shutting down and takes no new jobs; try again later")
         self.retry_after = retry_after
+
+
+class StorageUnavailable(JobError):
+    """The store cannot write: the disk is full or the database is read-only.
+
+    Raised by the stores (the message names the cause); nothing was written, so the
+    client may retry, and the service retries its own final writes.
+    """
+
+    def __init__(self, cause: str, *, full: bool, retry_after: int = 10) -> None:
+        super().__init__(f"the job store cannot write: {cause}; try again later")
+        self.cause = cause
+        self.full = full
+        self.retry_after = retry_after

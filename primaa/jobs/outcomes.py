@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
 from primaa.jobs.admission import Admission
-from primaa.jobs.errors import UnknownAlgorithm
+from primaa.jobs.errors import StorageUnavailable, UnknownAlgorithm
 from primaa.jobs.model import Delivery, Job, JobStatus
 from primaa.jobs.ports import (
     JobInterrupted,
@@ -34,6 +34,12 @@ from primaa.plugins.algorithm import AlgorithmResult, JobCancelled
 from primaa.results.feature import failure_feature, result_feature
 
 log = structlog.get_logger(__name__)
+
+#: Retries of a final write the store refused for want of space: first delay, longest
+#: delay, and how long to keep trying (seconds).
+FIRST_WRITE_RETRY_DELAY = 0.1
+MAX_WRITE_RETRY_DELAY = 2.0
+WRITE_RETRY_SECONDS = 300.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,8 +117,9 @@ class Outcomes:
         delivery = None
         if final.callback_url:
             delivery = self.delivery(final, feature or failure_feature(final))
-        await asyncio.shield(
-            self._store.finish(final, expected=expected, result=feature, delivery=delivery)
+        await self._persist(
+            final.job_id,
+            lambda: self._store.finish(final, expected=expected, result=feature, delivery=delivery),
         )
         self._cleanup_spool(final)
         self._admission.job_ended()
@@ -158,13 +165,37 @@ class Outcomes:
         attempt back: it cannot loop, since each interruption costs the job that
         caused it its only attempt.
         """
-        attempts = job.attempts if counted else max(job.attempts - 1, 0)
+        pending = job.moved_to(
+            JobStatus.PENDING, attempts=job.attempts if counted else max(job.attempts - 1, 0)
+        )
         with contextlib.suppress(StaleJob):
-            await asyncio.shield(
-                self._store.finish(
-                    job.moved_to(JobStatus.PENDING, attempts=attempts), expected=JobStatus.RUNNING
-                )
+            await self._persist(
+                job.job_id, lambda: self._store.finish(pending, expected=JobStatus.RUNNING)
             )
+
+    async def _persist(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` to its end whatever cancels the caller, retrying while the store
+        cannot write (a full disk): the outcome lands within seconds of space coming back.
+
+        After ``WRITE_RETRY_SECONDS`` it gives up; the job is still Running then, and its
+        lease, once expired, hands it back for another run.
+        """
+        await asyncio.shield(self._retrying(job_id, write))
+
+    async def _retrying(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITE_RETRY_SECONDS
+        delay = FIRST_WRITE_RETRY_DELAY
+        while True:
+            try:
+                await write()
+                return
+            except StorageUnavailable as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning("job_write_retry", job_id=job_id, error=exc.cause, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, MAX_WRITE_RETRY_DELAY)
 
     def delivery(self, job: Job, payload: Mapping[str, Any]) -> Delivery:
         """A new callback message for ``job`` (a new ``delivery_id`` each time)."""

@@ -77,7 +77,6 @@ class JobRunner:
                 self._limits.max_job_timeout,
             )
             result = await self._run(running, algorithm, image_path, limit)
-            await self._outcomes.finish(job, JobStatus.COMPLETED, result=result)
         except asyncio.CancelledError:
             if running.cancel_requested and not running.releasing:
                 await self._outcomes.finish(job, JobStatus.CANCELLED, error="cancelled")
@@ -87,6 +86,8 @@ class JobRunner:
         except Exception as exc:
             decision = self._failures.decide(exc, job, cancel_requested=running.cancel_requested)
             await self._outcomes.apply(job, decision)
+        else:
+            await self._outcomes.finish(job, JobStatus.COMPLETED, result=result)
 
     async def _image_path(self, job: Job) -> Path:
         if job.image_path is not None:
