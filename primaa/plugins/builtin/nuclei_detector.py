@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
+from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, hematoxylin_reduced
 
 Points = npt.NDArray[np.float64]
 FloatImage = npt.NDArray[np.float32]
@@ -53,36 +53,6 @@ def working_factor(diameter: float) -> int:
     return max(1, int(diameter / WORKING_DIAMETER + 0.5))
 
 
-def _hematoxylin_reduced(
-    rgb: npt.NDArray[np.uint8],
-    factor: int,
-    hematoxylin_vector: Sequence[float],
-    eosin_vector: Sequence[float],
-) -> FloatImage:
-    """Hematoxylin OD of the image reduced by ``factor``, averaging light as optics would.
-
-    Summing ``uint8`` blocks then looking the sum up in a table costs a few
-    integer additions per pixel and one lookup per reduced pixel per channel.
-    """
-    h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
-    channels = rgb[:h, :w, :3]
-    rows = channels[0::factor].astype(np.uint16)
-    for dy in range(1, factor):
-        rows += channels[dy::factor]
-    blocks = rows.reshape(h // factor, w // factor, factor, 3)
-    sums = blocks[:, :, 0].copy()
-    for dx in range(1, factor):
-        sums += blocks[:, :, dx]
-    levels = np.arange(255 * factor * factor + 1, dtype=np.float64) / (factor * factor)
-    od = -np.log10((levels + 1.0) / 256.0)
-    unmix = np.linalg.inv(stain_matrix(hematoxylin_vector, eosin_vector))[:, 0]
-    tables = (unmix[:, None] * od[None, :]).astype(np.float32)
-    out: FloatImage = np.take(tables[0], sums[..., 0])
-    out += np.take(tables[1], sums[..., 1])
-    out += np.take(tables[2], sums[..., 2])
-    return out
-
-
 def otsu_threshold(values: FloatImage, bins: int = 256) -> float:
     """Threshold that best separates two classes of ``values`` (Otsu, 1979)."""
     low, high = float(values.min()), float(values.max())
@@ -105,12 +75,15 @@ def detect_nuclei(
     sensitivity: float = 0.5,
     hematoxylin_vector: Sequence[float] = HEMATOXYLIN,
     eosin_vector: Sequence[float] = EOSIN,
+    *,
+    hematoxylin: FloatImage | None = None,
 ) -> Points:
     """Return nucleus centres as an ``(N, 2)`` array of ``[x, y]`` full-resolution pixels.
 
     ``diameter`` is the expected nucleus diameter in pixels; ``sensitivity``
-    (0 to 1) lowers all thresholds as it grows. Memory grows with the image:
-    use :func:`detect_nuclei_tiled` for large ones.
+    (0 to 1) lowers all thresholds as it grows. ``hematoxylin``, if given, is
+    this image's hematoxylin already reduced by ``working_factor(diameter)``.
+    Memory grows with the image: use :func:`detect_nuclei_tiled` for large ones.
     """
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError("expected an RGB image of shape (height, width, 3)")
@@ -123,7 +96,11 @@ def detect_nuclei(
         return np.zeros((0, 2))
     d = diameter / factor
     strictness = 1.0 + 0.8 * (0.5 - sensitivity)  # 1.4 at sensitivity 0, 0.6 at 1
-    hema = _hematoxylin_reduced(rgb, factor, hematoxylin_vector, eosin_vector)
+    reduced_shape = (rgb.shape[0] // factor, rgb.shape[1] // factor)
+    if hematoxylin is not None and hematoxylin.shape == reduced_shape:
+        hema = hematoxylin
+    else:
+        hema = hematoxylin_reduced(rgb, factor, hematoxylin_vector, eosin_vector)
 
     smooth = ndimage.gaussian_filter(hema, MASK_SMOOTHING, truncate=3.0)
     # Every other pixel in each direction is plenty for a histogram, at a quarter of the cost.
@@ -207,6 +184,8 @@ def detect_nuclei_tiled(
     eosin_vector: Sequence[float] = EOSIN,
     tile_size: int = 2048,
     progress: Callable[[float], None] | None = None,
+    *,
+    hematoxylin: FloatImage | None = None,
 ) -> Points:
     """Like :func:`detect_nuclei`, in overlapping tiles so memory stays bounded.
 
@@ -215,7 +194,8 @@ def detect_nuclei_tiled(
     foreground threshold adapts to each tile, which follows staining that
     drifts across a slide.
     ``progress`` is called with the fraction done after each tile; whatever it
-    raises (e.g. a cancellation) propagates.
+    raises (e.g. a cancellation) propagates. ``hematoxylin`` (the whole image's,
+    reduced) spares recomputing it when the image is a single tile.
     """
     height, width = rgb.shape[:2]
     factor = working_factor(diameter)
@@ -229,7 +209,12 @@ def detect_nuclei_tiled(
         ty0, tx0 = max(0, y0 - margin), max(0, x0 - margin)
         ty1, tx1 = min(height, y1 + margin), min(width, x1 + margin)
         points = detect_nuclei(
-            rgb[ty0:ty1, tx0:tx1], diameter, sensitivity, hematoxylin_vector, eosin_vector
+            rgb[ty0:ty1, tx0:tx1],
+            diameter,
+            sensitivity,
+            hematoxylin_vector,
+            eosin_vector,
+            hematoxylin=hematoxylin if len(cores) == 1 else None,
         )
         points += (tx0, ty0)
         inside = (
