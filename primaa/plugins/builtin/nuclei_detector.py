@@ -32,7 +32,7 @@ FloatImage = npt.NDArray[np.float32]
 #: Nucleus diameter, in working pixels, that the image is reduced to (about).
 WORKING_DIAMETER = 11.0
 #: Smoothing of hematoxylin before thresholding, in working pixels: removes chromatin texture.
-MASK_SMOOTHING = 1.5
+MASK_SMOOTHING = 2.0
 #: Smoothing of the distance transform, in working pixels.
 DISTANCE_SMOOTHING = 1.0
 #: Lowest foreground threshold in hematoxylin optical density (OD); dev-set Otsu is 0.47-0.62,
@@ -109,6 +109,7 @@ def detect_nuclei(
     mask = smooth > threshold
     if not mask.any():
         return np.zeros((0, 2))
+    _fill_small_holes(mask, math.pi * (d / 2) ** 2)
     # Chessboard distance scores as well as the Euclidean one here, at a sixth of the cost.
     distance = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="chessboard")
     response = ndimage.gaussian_filter(
@@ -131,6 +132,24 @@ def detect_nuclei(
     xs = (cols + 0.5) * factor - 0.5
     ys = (rows + 0.5) * factor - 0.5
     return np.column_stack([xs, ys])
+
+
+def _fill_small_holes(mask: npt.NDArray[np.bool_], max_area: float) -> None:
+    """Fill, in place, background enclosed by the mask and smaller than a nucleus.
+
+    Vesicular nuclei have a pale centre inside a dark rim: filled, their distance
+    transform peaks at the centre instead of on the rim. Background touching the
+    image border is never a hole; larger holes (lumens) stay open.
+    """
+    labels, count = ndimage.label(~mask)
+    if count < 2:
+        return
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    fill = areas <= max_area
+    fill[0] = False
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        fill[edge] = False
+    mask |= fill[labels]
 
 
 def _max_filter(image: FloatImage, size: int) -> FloatImage:
