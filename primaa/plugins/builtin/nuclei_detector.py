@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
@@ -102,7 +103,7 @@ def detect_nuclei(
     else:
         hema = hematoxylin_reduced(rgb, factor, hematoxylin_vector, eosin_vector)
 
-    smooth = ndimage.gaussian_filter(hema, MASK_SMOOTHING, truncate=3.0)
+    smooth = gaussian(hema, MASK_SMOOTHING)
     # Every other pixel in each direction is plenty for a histogram, at a quarter of the cost.
     otsu = otsu_threshold(smooth[::2, ::2])
     threshold = max(otsu, MIN_MASK_THRESHOLD) * (0.5 + 0.5 * strictness)
@@ -110,17 +111,21 @@ def detect_nuclei(
     if not mask.any():
         return np.zeros((0, 2))
     fill_small_holes(mask, math.pi * (d / 2) ** 2)
-    # Chessboard distance scores as well as the Euclidean one here, at a sixth of the cost.
-    distance = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="chessboard")
-    response = ndimage.gaussian_filter(
-        distance[1:-1, 1:-1].astype(np.float32), DISTANCE_SMOOTHING, truncate=3.0
-    )
+    # Chessboard distance scores as well as the Euclidean one here, at a fraction of the cost.
+    padded = np.pad(mask, 1).view(np.uint8)
+    distance = np.asarray(cv2.distanceTransform(padded, cv2.DIST_C, 3), dtype=np.float32)
+    distance = distance[1:-1, 1:-1]
+    response = gaussian(distance, DISTANCE_SMOOTHING)
     response *= 2.0 / d
 
     sigma = 0.85 * d / (2.0 * math.sqrt(2.0))
-    blob = ndimage.gaussian_filter(hema, sigma, truncate=3.0)
+    # Gaussians compose: the blob's narrower one continues the mask smoothing.
+    if sigma > MASK_SMOOTHING:
+        blob = gaussian(smooth, math.sqrt(sigma**2 - MASK_SMOOTHING**2))
+    else:
+        blob = gaussian(hema, sigma)
     # The wider Gaussian from the narrower one: a shorter kernel for the same result.
-    blob -= ndimage.gaussian_filter(blob, math.sqrt(1.6**2 - 1.0) * sigma, truncate=3.0)
+    blob -= gaussian(blob, math.sqrt(1.6**2 - 1.0) * sigma)
     response += blob * (BLOB_WEIGHT / 0.05)
 
     size = max(3, int(SUPPRESSION * d) | 1)
@@ -134,6 +139,16 @@ def detect_nuclei(
     return np.column_stack([xs, ys])
 
 
+def gaussian(image: FloatImage, sigma: float) -> FloatImage:
+    """Gaussian smoothing as ``ndimage.gaussian_filter(truncate=3)`` (reflected border),
+    by OpenCV: the same values within float32 rounding, several times faster."""
+    radius = int(3.0 * sigma + 0.5)
+    size = 2 * radius + 1
+    source = np.ascontiguousarray(image, dtype=np.float32)
+    out = cv2.GaussianBlur(source, (size, size), sigma, borderType=cv2.BORDER_REFLECT)
+    return np.asarray(out, dtype=np.float32)
+
+
 def fill_small_holes(mask: npt.NDArray[np.bool_], max_area: float) -> npt.NDArray[np.bool_]:
     """Fill, in place, background enclosed by the mask and smaller than a nucleus; return it.
 
@@ -141,10 +156,11 @@ def fill_small_holes(mask: npt.NDArray[np.bool_], max_area: float) -> npt.NDArra
     transform peaks at the centre instead of on the rim. Background touching the
     image border is never a hole; larger holes (lumens) stay open.
     """
-    labels, count = ndimage.label(~mask)
-    if count < 2:
+    # Label 0: the mask itself; then one label per 4-connected background region.
+    count, labels = cv2.connectedComponents((~mask).view(np.uint8), connectivity=4)
+    if count < 3:
         return np.zeros_like(mask)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    areas = np.bincount(labels.ravel(), minlength=count)
     fill = areas <= max_area
     fill[0] = False
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
