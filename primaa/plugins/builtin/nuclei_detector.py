@@ -33,7 +33,7 @@ FloatImage = npt.NDArray[np.float32]
 #: Nucleus diameter, in working pixels, that the image is reduced to (about).
 WORKING_DIAMETER = 11.0
 #: Smoothing of hematoxylin before thresholding, in working pixels: removes chromatin texture.
-MASK_SMOOTHING = 2.0
+MASK_SMOOTHING = 1.5
 #: Smoothing of the distance transform, in working pixels.
 DISTANCE_SMOOTHING = 1.0
 #: Lowest foreground threshold in hematoxylin optical density (OD); dev-set Otsu is 0.47-0.62,

@@ -43,7 +43,7 @@ MIN_FOREGROUND = 400
 #: Relative difference (log) between estimate and prior below which the prior is kept.
 DEAD_ZONE = 0.15
 #: Side of the sample windows on large images, and how many at most.
-WINDOW, MAX_WINDOWS = 1024, 16
+WINDOW, MAX_WINDOWS = 512, 16
 
 
 def _chords(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
