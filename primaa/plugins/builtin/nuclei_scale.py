@@ -34,8 +34,9 @@ from primaa.plugins.builtin.stain import hematoxylin_reduced
 #: (median equivalent diameter 22 px, median chord 22.9 px; drawn disks give 1.09).
 CHORD_TO_DIAMETER = 22.0 / 22.9
 #: Foreground a fifth above Otsu's level, where clumps of nuclei start to split: when the
-#: estimate there is over 1.4 times smaller than at Otsu's level (1.09-1.25 on the brain dev
-#: tiles at any scale), chords run through clumps, not nuclei, and the estimate is not used.
+#: estimate there is over 1.4 times smaller than at Otsu's level, chords run through clumps,
+#: not nuclei, and the estimate is not used (brain dev tiles: 1.08-1.24; multi-organ tiles:
+#: 1.10-1.35, but 1.69 on a colon tile of crowded glands that read as 63 px nuclei).
 STRICTER, MAX_CLUMPING = 1.2, 1.4
 #: Foreground threshold floor in hematoxylin OD, as for detection: glass and eosin give no chords.
 MIN_THRESHOLD = 0.25
