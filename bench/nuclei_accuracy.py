@@ -1,9 +1,10 @@
 """Precision, recall and F1 of ``poi_detection`` and of the scikit-image reference.
 
-Micro-averaged over every image of the nuclei dev set, default parameters, at
-matching radii of 6, 8 and 12 px. Run from the repository root::
+Default parameters, one-to-one matching within 6, 8 and 12 px, micro-averaged over
+the images of each dev set (brain: ``nuclei-dev``; multi-organ: ``nuclei-multiorgan-dev``,
+organs from its README table) and over each organ. Run from the repository root::
 
-    python bench/nuclei_accuracy.py [--data DIR]
+    python bench/nuclei_accuracy.py [--data DIR ...]
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from reference_skimage import reference_detect
 from primaa.evaluation import MatchCounts, micro_average, score_points
 from primaa.plugins.builtin.nuclei import NucleiDetection
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/nuclei-dev"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared/data"
+DEFAULT_DATA = SHARED / "nuclei-dev"
+DEV_SETS = (DEFAULT_DATA, SHARED / "nuclei-multiorgan-dev")
 RADII = (6.0, 8.0, 12.0)
 
 Detector = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float64]]
@@ -53,38 +56,76 @@ def ours(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
     return np.asarray(result.geometry["coordinates"], dtype=np.float64).reshape(-1, 2)
 
 
+def organs(data: Path) -> dict[str, str]:
+    """Organ of each image, from README table rows ``| <stem> | <organ> (...) | ...``."""
+    readme = data / "README.md"
+    found: dict[str, str] = {}
+    if readme.exists():
+        for line in readme.read_text(encoding="utf-8").splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if len(cells) >= 2 and (data / f"{cells[0]}.png").exists() and cells[1]:
+                found[cells[0]] = cells[1].split()[0]
+    return found
+
+
 def evaluate(
     detector: Detector,
     dataset: list[tuple[str, npt.NDArray[np.uint8], npt.NDArray[np.float64]]],
-) -> tuple[dict[float, MatchCounts], float]:
-    per_radius: dict[float, list[MatchCounts]] = {r: [] for r in RADII}
+    groups: dict[str, str] | None = None,
+) -> tuple[dict[str, dict[float, MatchCounts]], float]:
+    """Counts per group (``"all"`` and each organ in ``groups``) and radius, and seconds."""
     start = time.perf_counter()
     predictions = [detector(image) for _, image, _ in dataset]
     elapsed = time.perf_counter() - start
-    for predicted, (_, _, truth) in zip(predictions, dataset, strict=True):
-        for radius in RADII:
-            per_radius[radius].append(score_points(predicted, truth, radius))
-    return {r: micro_average(c) for r, c in per_radius.items()}, elapsed
+    per_group: dict[str, dict[float, list[MatchCounts]]] = {}
+    for predicted, (name, _, truth) in zip(predictions, dataset, strict=True):
+        names = ["all"] + ([groups[name]] if groups and name in groups else [])
+        for group in names:
+            for radius in RADII:
+                counts = score_points(predicted, truth, radius)
+                per_group.setdefault(group, {r: [] for r in RADII})[radius].append(counts)
+    return {
+        group: {r: micro_average(c) for r, c in radii.items()} for group, radii in per_group.items()
+    }, elapsed
+
+
+def report(data: Path) -> None:
+    """Print the overall and per-organ table of one dev set."""
+    dataset = load_dataset(data)
+    if not dataset:
+        print(f"no PNG + CSV pairs in {data}: skipped")
+        return
+    groups = organs(data)
+    n_true = sum(len(truth) for _, _, truth in dataset)
+    print(f"\n{data.name}: {len(dataset)} images, {n_true} true nuclei ({data})")
+    header = f"{'detector':<20}{'group':<10}{'n':>5}{'radius':>7}{'P':>7}{'R':>7}{'F1':>7}"
+    print(header + f"{'TP':>7}{'FP':>7}{'FN':>7}")
+    sizes: dict[str, int] = {"all": len(dataset)}
+    for name, _, _ in dataset:
+        if name in groups:
+            sizes[groups[name]] = sizes.get(groups[name], 0) + 1
+    for label, detector in (("poi_detection", ours), ("skimage reference", reference_detect)):
+        scores, elapsed = evaluate(detector, dataset, groups)
+        for group, by_radius in scores.items():
+            for radius, c in by_radius.items():
+                print(
+                    f"{label:<20}{group:<10}{sizes[group]:>5}{radius:>7g}{c.precision:>7.3f}"
+                    f"{c.recall:>7.3f}{c.f1:>7.3f}{c.tp:>7}{c.fp:>7}{c.fn:>7}"
+                )
+        print(f"{label:<20}{elapsed:.2f} s for {len(dataset)} images")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of PNG + CSV")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="folder of PNG + CSV (repeatable); default: both dev sets",
+    )
     args = parser.parse_args()
-    dataset = load_dataset(args.data)
-    if not dataset:
-        raise SystemExit(f"no PNG + CSV pairs in {args.data}")
-    n_true = sum(len(truth) for _, _, truth in dataset)
-    print(f"{len(dataset)} images, {n_true} true nuclei, data: {args.data}")
-    print(f"{'detector':<22}{'radius':>7}{'P':>8}{'R':>8}{'F1':>8}{'TP':>7}{'FP':>7}{'FN':>7}")
-    for label, detector in (("poi_detection", ours), ("skimage reference", reference_detect)):
-        scores, elapsed = evaluate(detector, dataset)
-        for radius, c in scores.items():
-            print(
-                f"{label:<22}{radius:>7g}{c.precision:>8.3f}{c.recall:>8.3f}{c.f1:>8.3f}"
-                f"{c.tp:>7}{c.fp:>7}{c.fn:>7}"
-            )
-        print(f"{label:<22} {elapsed:.2f} s for {len(dataset)} images")
+    for data in args.data or DEV_SETS:
+        report(data)
 
 
 if __name__ == "__main__":

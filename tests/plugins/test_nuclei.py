@@ -102,7 +102,7 @@ def test_dev_images_f1_at_8_px() -> None:
         truth = np.loadtxt(png.with_suffix(".csv"), delimiter=",", skiprows=1, ndmin=2)
         counts.append(score_points(_run(image), truth, radius=8))
     assert len(counts) >= 2
-    # Measured 0.865 on these two images.
+    # Measured 0.869 on these two images (0.865 before the size estimate).
     assert micro_average(counts).f1 >= 0.84
 
 
@@ -143,7 +143,7 @@ def test_diameter_in_microns_scales_detection() -> None:
 
 def test_default_parameters() -> None:
     loaded = NucleiDetection.Parameters().load({})
-    assert loaded["nucleus_diameter"] == 22.0
+    assert loaded["nucleus_diameter"] is None  # estimated from the image
     assert loaded["sensitivity"] == 0.5
     assert loaded["hematoxylin_vector"] is None
 
@@ -156,7 +156,6 @@ def test_default_parameters() -> None:
         ({"nucleus_diameter": 0}, "nucleus_diameter"),
         ({"nucleus_diameter": 1000}, "nucleus_diameter"),
         ({"nucleus_diameter_um": 8.0}, "nucleus_diameter_um"),
-        ({"mpp": 0.5}, "nucleus_diameter_um"),
         ({"nucleus_diameter_um": 8.0, "mpp": 0.5, "nucleus_diameter": 20}, "nucleus_diameter"),
         ({"nucleus_diameter_um": 90.0, "mpp": 0.1}, "nucleus_diameter_um"),
         ({"hematoxylin_vector": [0.6, 0.7]}, "hematoxylin_vector"),

@@ -12,9 +12,15 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBImage
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
 
-#: Suits 20x-40x H&E (0.25-0.5 µm per pixel), where nuclei are 5-11 µm across.
+#: Prior nucleus diameter in pixels, 40x H&E (0.25 µm per pixel), when the image does not
+#: clearly show another.
 DEFAULT_DIAMETER = 22.0
+#: The same prior in microns, used with ``mpp``.
+DEFAULT_DIAMETER_UM = 5.5
 MIN_DIAMETER, MAX_DIAMETER = 4.0, 200.0
+#: Range the estimated diameter is kept in: pixels without ``mpp``, microns with it.
+AUTO_RANGE_PX = (8.0, 80.0)
+AUTO_RANGE_UM = (3.5, 15.0)
 
 
 def _stain_vector(description: str) -> fields.List:
@@ -31,13 +37,15 @@ class NucleiParameters(Schema):
     """Parameters of ``poi_detection``; all are optional."""
 
     nucleus_diameter = fields.Float(
-        load_default=DEFAULT_DIAMETER,
+        load_default=None,
+        allow_none=True,
         validate=validate.Range(min=MIN_DIAMETER, max=MAX_DIAMETER),
         allow_nan=False,
         metadata={
-            "description": "Expected nucleus diameter in pixels. The default suits "
-            "20x-40x H&E scans (0.25-0.5 µm per pixel). Ignored when "
-            "nucleus_diameter_um and mpp are given."
+            "description": "Expected nucleus diameter in pixels. When omitted (the "
+            "default), it is estimated from the image: 3.5-15 µm when mpp is given, "
+            "otherwise 8-80 px, staying at 22 px (5.5 µm) unless the image clearly "
+            "shows other sizes. A value given here is used as is."
         },
     )
     nucleus_diameter_um = fields.Float(
@@ -52,7 +60,10 @@ class NucleiParameters(Schema):
         allow_none=True,
         validate=validate.Range(min=0.01, max=50.0, min_inclusive=True),
         allow_nan=False,
-        metadata={"description": "Pixel size in microns per pixel; needs nucleus_diameter_um."},
+        metadata={
+            "description": "Pixel size in microns per pixel: the estimated nucleus "
+            "diameter is then reasoned in microns; needed by nucleus_diameter_um."
+        },
     )
     sensitivity = fields.Float(
         load_default=0.5,
@@ -78,8 +89,8 @@ class NucleiParameters(Schema):
     ) -> None:
         has_um = data.get("nucleus_diameter_um") is not None
         has_mpp = data.get("mpp") is not None
-        if has_um != has_mpp:
-            raise ValidationError("nucleus_diameter_um and mpp go together", "nucleus_diameter_um")
+        if has_um and not has_mpp:
+            raise ValidationError("nucleus_diameter_um needs mpp", "nucleus_diameter_um")
         if has_um and isinstance(original, Mapping) and "nucleus_diameter" in original:
             raise ValidationError(
                 "give nucleus_diameter or nucleus_diameter_um with mpp, not both",
@@ -102,12 +113,23 @@ class NucleiParameters(Schema):
                 raise ValidationError(str(exc), "hematoxylin_vector") from exc
 
 
-def diameter_in_pixels(parameters: Mapping[str, Any]) -> float:
-    """The nucleus diameter the parameters ask for, in pixels."""
+def diameter_in_pixels(parameters: Mapping[str, Any]) -> float | None:
+    """The nucleus diameter the parameters ask for, in pixels; ``None``: estimate it."""
     um, mpp = parameters.get("nucleus_diameter_um"), parameters.get("mpp")
     if um is not None and mpp is not None:
         return float(um) / float(mpp)
-    return float(parameters.get("nucleus_diameter", DEFAULT_DIAMETER))
+    given = parameters.get("nucleus_diameter")
+    return None if given is None else float(given)
+
+
+def auto_diameter_range(parameters: Mapping[str, Any]) -> tuple[float, tuple[float, float]]:
+    """Prior diameter and the range of the estimate, in pixels, from ``mpp`` if given."""
+    mpp = parameters.get("mpp")
+    if mpp is None:
+        return DEFAULT_DIAMETER, AUTO_RANGE_PX
+    low, high = (max(MIN_DIAMETER, um / float(mpp)) for um in AUTO_RANGE_UM)
+    high = min(MAX_DIAMETER, max(high, low))
+    return min(max(DEFAULT_DIAMETER_UM / float(mpp), low), high), (low, high)
 
 
 def _points_geometry(points: npt.NDArray[np.float64]) -> dict[str, Any]:
@@ -126,9 +148,10 @@ class NucleiDetection(Algorithm):
         "returns one point per nucleus centre, as a MultiPoint in full-resolution pixel "
         "coordinates [x, y] (origin top-left). Hematoxylin is separated from eosin by "
         "colour deconvolution; nuclei are found as hematoxylin blobs of the expected "
-        "size. Large images are processed in overlapping tiles. Classical image "
-        "analysis, no learned model: set nucleus_diameter (or nucleus_diameter_um and "
-        "mpp) for unusual magnifications, and the stain vectors for unusual staining."
+        "size, estimated from the image unless given. Large images are processed in "
+        "overlapping tiles. Classical image analysis, no learned model: give mpp so "
+        "that sizes are reasoned in microns, nucleus_diameter (or nucleus_diameter_um "
+        "and mpp) to impose a size, and the stain vectors for unusual staining."
     )
     Parameters: ClassVar[type[Schema]] = NucleiParameters
 
@@ -136,17 +159,26 @@ class NucleiDetection(Algorithm):
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
     ) -> AlgorithmResult:
         # Imported here, in the worker: the service process only needs the schema (no SciPy).
-        from primaa.plugins.builtin import nuclei_detector
+        from primaa.plugins.builtin import nuclei_detector, nuclei_scale
 
         h_vec: Sequence[float] = parameters.get("hematoxylin_vector") or HEMATOXYLIN
         e_vec: Sequence[float] = parameters.get("eosin_vector") or EOSIN
+        diameter = diameter_in_pixels(parameters)
+        hematoxylin = None
+        if diameter is None:
+            prior, bounds = auto_diameter_range(parameters)
+            chosen = nuclei_scale.choose_diameter(image, prior, bounds, h_vec, e_vec)
+            diameter = chosen.diameter or prior
+            if chosen.factor == nuclei_detector.working_factor(diameter):
+                hematoxylin = chosen.hematoxylin
         points = nuclei_detector.detect_nuclei_tiled(
             image,
-            diameter=diameter_in_pixels(parameters),
+            diameter=diameter,
             sensitivity=float(parameters.get("sensitivity", 0.5)),
             hematoxylin_vector=h_vec,
             eosin_vector=e_vec,
             progress=progress,
+            hematoxylin=hematoxylin,
         )
         height, width = image.shape[:2]
         megapixels = height * width / 1e6
@@ -155,6 +187,7 @@ class NucleiDetection(Algorithm):
             geometry=_points_geometry(points),
             measurements={
                 "count": count,
+                "nucleus_diameter_px": round(diameter, 1),
                 "density_per_megapixel": round(count / megapixels, 3) if megapixels else 0.0,
             },
             object_type="detection",

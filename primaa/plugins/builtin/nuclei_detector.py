@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
+from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, hematoxylin_reduced
 
 Points = npt.NDArray[np.float64]
 FloatImage = npt.NDArray[np.float32]
@@ -44,6 +45,8 @@ MIN_BLOB_CONTRAST = 0.03
 BLOB_WEIGHT = 0.3
 #: Lowest response at a nucleus centre at sensitivity 0.5.
 RESPONSE_THRESHOLD = 0.4
+#: Peaks are moved to the mask centroid within this fraction of the diameter.
+REFINE_RADIUS = 0.6
 #: Peaks closer than this fraction of the diameter are one nucleus.
 SUPPRESSION = 0.5
 
@@ -51,36 +54,6 @@ SUPPRESSION = 0.5
 def working_factor(diameter: float) -> int:
     """Integer reduction that brings ``diameter`` near :data:`WORKING_DIAMETER`."""
     return max(1, int(diameter / WORKING_DIAMETER + 0.5))
-
-
-def _hematoxylin_reduced(
-    rgb: npt.NDArray[np.uint8],
-    factor: int,
-    hematoxylin_vector: Sequence[float],
-    eosin_vector: Sequence[float],
-) -> FloatImage:
-    """Hematoxylin OD of the image reduced by ``factor``, averaging light as optics would.
-
-    Summing ``uint8`` blocks then looking the sum up in a table costs a few
-    integer additions per pixel and one lookup per reduced pixel per channel.
-    """
-    h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
-    channels = rgb[:h, :w, :3]
-    rows = channels[0::factor].astype(np.uint16)
-    for dy in range(1, factor):
-        rows += channels[dy::factor]
-    blocks = rows.reshape(h // factor, w // factor, factor, 3)
-    sums = blocks[:, :, 0].copy()
-    for dx in range(1, factor):
-        sums += blocks[:, :, dx]
-    levels = np.arange(255 * factor * factor + 1, dtype=np.float64) / (factor * factor)
-    od = -np.log10((levels + 1.0) / 256.0)
-    unmix = np.linalg.inv(stain_matrix(hematoxylin_vector, eosin_vector))[:, 0]
-    tables = (unmix[:, None] * od[None, :]).astype(np.float32)
-    out: FloatImage = np.take(tables[0], sums[..., 0])
-    out += np.take(tables[1], sums[..., 1])
-    out += np.take(tables[2], sums[..., 2])
-    return out
 
 
 def otsu_threshold(values: FloatImage, bins: int = 256) -> float:
@@ -105,12 +78,15 @@ def detect_nuclei(
     sensitivity: float = 0.5,
     hematoxylin_vector: Sequence[float] = HEMATOXYLIN,
     eosin_vector: Sequence[float] = EOSIN,
+    *,
+    hematoxylin: FloatImage | None = None,
 ) -> Points:
     """Return nucleus centres as an ``(N, 2)`` array of ``[x, y]`` full-resolution pixels.
 
     ``diameter`` is the expected nucleus diameter in pixels; ``sensitivity``
-    (0 to 1) lowers all thresholds as it grows. Memory grows with the image:
-    use :func:`detect_nuclei_tiled` for large ones.
+    (0 to 1) lowers all thresholds as it grows. ``hematoxylin``, if given, is
+    this image's hematoxylin already reduced by ``working_factor(diameter)``.
+    Memory grows with the image: use :func:`detect_nuclei_tiled` for large ones.
     """
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError("expected an RGB image of shape (height, width, 3)")
@@ -123,26 +99,35 @@ def detect_nuclei(
         return np.zeros((0, 2))
     d = diameter / factor
     strictness = 1.0 + 0.8 * (0.5 - sensitivity)  # 1.4 at sensitivity 0, 0.6 at 1
-    hema = _hematoxylin_reduced(rgb, factor, hematoxylin_vector, eosin_vector)
+    reduced_shape = (rgb.shape[0] // factor, rgb.shape[1] // factor)
+    if hematoxylin is not None and hematoxylin.shape == reduced_shape:
+        hema = hematoxylin
+    else:
+        hema = hematoxylin_reduced(rgb, factor, hematoxylin_vector, eosin_vector)
 
-    smooth = ndimage.gaussian_filter(hema, MASK_SMOOTHING, truncate=3.0)
+    smooth = gaussian(hema, MASK_SMOOTHING)
     # Every other pixel in each direction is plenty for a histogram, at a quarter of the cost.
     otsu = otsu_threshold(smooth[::2, ::2])
     threshold = max(otsu, MIN_MASK_THRESHOLD) * (0.5 + 0.5 * strictness)
     mask = smooth > threshold
     if not mask.any():
         return np.zeros((0, 2))
-    # Chessboard distance scores as well as the Euclidean one here, at a sixth of the cost.
-    distance = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="chessboard")
-    response = ndimage.gaussian_filter(
-        distance[1:-1, 1:-1].astype(np.float32), DISTANCE_SMOOTHING, truncate=3.0
-    )
+    fill_small_holes(mask, math.pi * (d / 2) ** 2)
+    # Chessboard distance scores as well as the Euclidean one here, at a fraction of the cost.
+    padded = np.pad(mask, 1).view(np.uint8)
+    distance = np.asarray(cv2.distanceTransform(padded, cv2.DIST_C, 3), dtype=np.float32)
+    distance = distance[1:-1, 1:-1]
+    response = gaussian(distance, DISTANCE_SMOOTHING)
     response *= 2.0 / d
 
     sigma = 0.85 * d / (2.0 * math.sqrt(2.0))
-    blob = ndimage.gaussian_filter(hema, sigma, truncate=3.0)
+    # Gaussians compose: the blob's narrower one continues the mask smoothing.
+    if sigma > MASK_SMOOTHING:
+        blob = gaussian(smooth, math.sqrt(sigma**2 - MASK_SMOOTHING**2))
+    else:
+        blob = gaussian(hema, sigma)
     # The wider Gaussian from the narrower one: a shorter kernel for the same result.
-    blob -= ndimage.gaussian_filter(blob, math.sqrt(1.6**2 - 1.0) * sigma, truncate=3.0)
+    blob -= gaussian(blob, math.sqrt(1.6**2 - 1.0) * sigma)
     response += blob * (BLOB_WEIGHT / 0.05)
 
     size = max(3, int(SUPPRESSION * d) | 1)
@@ -151,9 +136,69 @@ def detect_nuclei(
     peaks &= mask
     peaks &= blob > MIN_BLOB_CONTRAST * strictness
     rows, cols = _plateau_centres(peaks)
+    rows, cols = _recentre(mask, rows, cols, REFINE_RADIUS * d)
     xs = (cols + 0.5) * factor - 0.5
     ys = (rows + 0.5) * factor - 0.5
     return np.column_stack([xs, ys])
+
+
+def _recentre(
+    mask: npt.NDArray[np.bool_],
+    rows: npt.NDArray[np.float64],
+    cols: npt.NDArray[np.float64],
+    radius: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Move each peak to the centroid of the mask within ``radius`` of it (one mean-shift step).
+
+    Annotated centres are area centroids; a peak pulled towards a darker edge or a
+    touching neighbour moves back towards the middle of its blob.
+    """
+    if len(rows) == 0:
+        return rows, cols
+    r = max(1, round(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = dy**2 + dx**2 <= r * r
+    dy, dx = dy[disk], dx[disk]
+    ys = np.clip(np.rint(rows).astype(np.intp)[:, None] + dy, 0, mask.shape[0] - 1)
+    xs = np.clip(np.rint(cols).astype(np.intp)[:, None] + dx, 0, mask.shape[1] - 1)
+    inside = mask[ys, xs]
+    total = inside.sum(axis=1)
+    found = total > 0
+    weight = np.maximum(total, 1)
+    new_rows = np.where(found, (inside * ys).sum(axis=1) / weight, rows)
+    new_cols = np.where(found, (inside * xs).sum(axis=1) / weight, cols)
+    return new_rows, new_cols
+
+
+def gaussian(image: FloatImage, sigma: float) -> FloatImage:
+    """Gaussian smoothing as ``ndimage.gaussian_filter(truncate=3)`` (reflected border),
+    by OpenCV: the same values within float32 rounding, several times faster."""
+    radius = int(3.0 * sigma + 0.5)
+    size = 2 * radius + 1
+    source = np.ascontiguousarray(image, dtype=np.float32)
+    out = cv2.GaussianBlur(source, (size, size), sigma, borderType=cv2.BORDER_REFLECT)
+    return np.asarray(out, dtype=np.float32)
+
+
+def fill_small_holes(mask: npt.NDArray[np.bool_], max_area: float) -> npt.NDArray[np.bool_]:
+    """Fill, in place, background enclosed by the mask and smaller than a nucleus; return it.
+
+    Vesicular nuclei have a pale centre inside a dark rim: filled, their distance
+    transform peaks at the centre instead of on the rim. Background touching the
+    image border is never a hole; larger holes (lumens) stay open.
+    """
+    # Label 0: the mask itself; then one label per 4-connected background region.
+    count, labels = cv2.connectedComponents((~mask).view(np.uint8), connectivity=4)
+    if count < 3:
+        return np.zeros_like(mask)
+    areas = np.bincount(labels.ravel(), minlength=count)
+    fill = areas <= max_area
+    fill[0] = False
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        fill[edge] = False
+    holes: npt.NDArray[np.bool_] = fill[labels]
+    mask |= holes
+    return holes
 
 
 def _max_filter(image: FloatImage, size: int) -> FloatImage:
@@ -207,6 +252,8 @@ def detect_nuclei_tiled(
     eosin_vector: Sequence[float] = EOSIN,
     tile_size: int = 2048,
     progress: Callable[[float], None] | None = None,
+    *,
+    hematoxylin: FloatImage | None = None,
 ) -> Points:
     """Like :func:`detect_nuclei`, in overlapping tiles so memory stays bounded.
 
@@ -215,7 +262,8 @@ def detect_nuclei_tiled(
     foreground threshold adapts to each tile, which follows staining that
     drifts across a slide.
     ``progress`` is called with the fraction done after each tile; whatever it
-    raises (e.g. a cancellation) propagates.
+    raises (e.g. a cancellation) propagates. ``hematoxylin`` (the whole image's,
+    reduced) spares recomputing it when the image is a single tile.
     """
     height, width = rgb.shape[:2]
     factor = working_factor(diameter)
@@ -229,7 +277,12 @@ def detect_nuclei_tiled(
         ty0, tx0 = max(0, y0 - margin), max(0, x0 - margin)
         ty1, tx1 = min(height, y1 + margin), min(width, x1 + margin)
         points = detect_nuclei(
-            rgb[ty0:ty1, tx0:tx1], diameter, sensitivity, hematoxylin_vector, eosin_vector
+            rgb[ty0:ty1, tx0:tx1],
+            diameter,
+            sensitivity,
+            hematoxylin_vector,
+            eosin_vector,
+            hematoxylin=hematoxylin if len(cores) == 1 else None,
         )
         points += (tx0, ty0)
         inside = (

@@ -94,3 +94,33 @@ def eosin(
 ) -> FloatImage:
     """Eosin density of an RGB ``uint8`` image (convenience wrapper)."""
     return stain_channel(rgb, stain_luts(hematoxylin_vector, eosin_vector), 1)
+
+
+def hematoxylin_reduced(
+    rgb: npt.NDArray[np.uint8],
+    factor: int,
+    hematoxylin_vector: Sequence[float],
+    eosin_vector: Sequence[float],
+) -> FloatImage:
+    """Hematoxylin OD of the image reduced by ``factor``, averaging light as optics would.
+
+    Summing ``uint8`` blocks then looking the sum up in a table costs a few
+    integer additions per pixel and one lookup per reduced pixel per channel.
+    """
+    h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
+    channels = rgb[:h, :w, :3]
+    rows = channels[0::factor].astype(np.uint16)
+    for dy in range(1, factor):
+        rows += channels[dy::factor]
+    blocks = rows.reshape(h // factor, w // factor, factor, 3)
+    sums = blocks[:, :, 0].copy()
+    for dx in range(1, factor):
+        sums += blocks[:, :, dx]
+    levels = np.arange(255 * factor * factor + 1, dtype=np.float64) / (factor * factor)
+    od = -np.log10((levels + 1.0) / 256.0)
+    unmix = np.linalg.inv(stain_matrix(hematoxylin_vector, eosin_vector))[:, 0]
+    tables = (unmix[:, None] * od[None, :]).astype(np.float32)
+    out: FloatImage = np.take(tables[0], sums[..., 0])
+    out += np.take(tables[1], sums[..., 1])
+    out += np.take(tables[2], sums[..., 2])
+    return out
