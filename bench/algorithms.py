@@ -28,11 +28,11 @@ from reference_skimage import reference_detect  # noqa: E402
 
 from bench.harness import print_table  # noqa: E402
 from bench.loopback import NUCLEI_DIRS  # noqa: E402
-from primaa.plugins.builtin.tissue import TissueDetection  # noqa: E402
+from primaa.plugins.builtin.tissue import RoiDetection  # noqa: E402
 
 
 def tissue() -> Callable[[Image], Any]:
-    algorithm = TissueDetection()
+    algorithm = RoiDetection()
     parameters = algorithm.Parameters().load({})
     return lambda image: algorithm.run(image, parameters, lambda fraction: None)
 

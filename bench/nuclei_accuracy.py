@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_skimage import reference_detect
 
 from primaa.evaluation import MatchCounts, micro_average, score_points
-from primaa.plugins.builtin.nuclei import NucleiDetection
+from primaa.plugins.builtin.nuclei import PoiDetection
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data"
 DEFAULT_DATA = SHARED / "nuclei-dev"
@@ -50,7 +50,7 @@ def load_dataset(
 
 
 def ours(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
-    algorithm = NucleiDetection()
+    algorithm = PoiDetection()
     result = algorithm.run(image, algorithm.Parameters().load({}), lambda fraction: None)
     assert result.geometry is not None
     return np.asarray(result.geometry["coordinates"], dtype=np.float64).reshape(-1, 2)

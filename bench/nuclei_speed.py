@@ -2,7 +2,7 @@
 
 Both run in this process, pinned to one core with single-threaded BLAS/OpenMP,
 alternating repetitions so that drifts in clock speed hit both alike. Times the
-whole call, colour conversion included; ours goes through ``NucleiDetection.run``
+whole call, colour conversion included; ours goes through ``PoiDetection.run``
 (tiling, progress and GeoJSON output included). Run from the repository root::
 
     python bench/nuclei_speed.py [--data DIR] [--core N] [--repeats N]
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nuclei_accuracy import DEFAULT_DATA, load_dataset  # noqa: E402
 from reference_skimage import reference_detect  # noqa: E402
 
-from primaa.plugins.builtin.nuclei import NucleiDetection  # noqa: E402
+from primaa.plugins.builtin.nuclei import PoiDetection  # noqa: E402
 
 Image = npt.NDArray[np.uint8]
 
@@ -49,7 +49,7 @@ def mosaic(images: Sequence[Image], size: int) -> Image:
 
 
 def ours() -> Callable[[Image], Any]:
-    algorithm = NucleiDetection()
+    algorithm = PoiDetection()
     parameters = algorithm.Parameters().load({})
     return lambda image: algorithm.run(image, parameters, lambda fraction: None)
 

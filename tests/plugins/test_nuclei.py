@@ -15,7 +15,7 @@ from PIL import Image
 from primaa.evaluation import micro_average, score_points
 from primaa.plugins.algorithm import JobCancelled
 from primaa.plugins.builtin import nuclei_detector
-from primaa.plugins.builtin.nuclei import NucleiDetection
+from primaa.plugins.builtin.nuclei import PoiDetection
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nuclei"
 PURPLE = (70, 40, 130)
@@ -27,7 +27,7 @@ def _noop(fraction: float) -> None:
 
 
 def _run(image: npt.NDArray[np.uint8], **parameters: Any) -> npt.NDArray[np.float64]:
-    algorithm = NucleiDetection()
+    algorithm = PoiDetection()
     result = algorithm.run(image, algorithm.Parameters().load(parameters), _noop)
     assert result.geometry is not None
     assert result.geometry["type"] == "MultiPoint"
@@ -64,7 +64,7 @@ def test_finds_disks_at_their_x_y_positions() -> None:
 
 
 def test_result_is_json_and_qupath_ready() -> None:
-    algorithm = NucleiDetection()
+    algorithm = PoiDetection()
     image = _disks((128, 128), [(64.0, 64.0)])
     result = algorithm.run(image, algorithm.Parameters().load({}), _noop)
     assert result.object_type == "detection"
@@ -128,7 +128,7 @@ def test_cancellation_propagates() -> None:
     def cancel(fraction: float) -> None:
         raise JobCancelled
 
-    algorithm = NucleiDetection()
+    algorithm = PoiDetection()
     with pytest.raises(JobCancelled):
         algorithm.run(_disks((64, 64), []), algorithm.Parameters().load({}), cancel)
 
@@ -142,7 +142,7 @@ def test_diameter_in_microns_scales_detection() -> None:
 
 
 def test_default_parameters() -> None:
-    loaded = NucleiDetection.Parameters().load({})
+    loaded = PoiDetection.Parameters().load({})
     assert loaded["nucleus_diameter"] is None  # estimated from the image
     assert loaded["sensitivity"] == 0.5
     assert loaded["hematoxylin_vector"] is None
@@ -167,10 +167,10 @@ def test_default_parameters() -> None:
 )
 def test_invalid_parameters_are_rejected(parameters: dict[str, Any], field: str) -> None:
     with pytest.raises(marshmallow.ValidationError) as error:
-        NucleiDetection.Parameters().load(parameters)
+        PoiDetection.Parameters().load(parameters)
     assert field in error.value.messages_dict
 
 
 def test_parameters_carry_descriptions() -> None:
-    for name, field in NucleiDetection.Parameters().fields.items():
+    for name, field in PoiDetection.Parameters().fields.items():
         assert field.metadata.get("description"), name

@@ -13,7 +13,7 @@ from PIL import Image
 
 from primaa.evaluation import micro_average, score_points
 from primaa.plugins.builtin import nuclei_scale
-from primaa.plugins.builtin.nuclei import NucleiDetection
+from primaa.plugins.builtin.nuclei import PoiDetection
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nuclei"
@@ -28,7 +28,7 @@ def _load(png: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float64]]:
 
 
 def _run(image: npt.NDArray[np.uint8], **parameters: Any) -> tuple[npt.NDArray[np.float64], float]:
-    algorithm = NucleiDetection()
+    algorithm = PoiDetection()
     result = algorithm.run(image, algorithm.Parameters().load(parameters), lambda f: None)
     assert result.geometry is not None
     points = np.asarray(result.geometry["coordinates"], dtype=np.float64).reshape(-1, 2)

@@ -12,7 +12,7 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, shape
 
 from primaa.plugins.algorithm import AlgorithmResult, JobCancelled, RGBImage
-from primaa.plugins.builtin.tissue import TissueDetection
+from primaa.plugins.builtin.tissue import RoiDetection
 from primaa.plugins.registry import load_registry
 
 GLASS = (238, 236, 241)
@@ -43,7 +43,7 @@ def disk(height: int, width: int, cx: float, cy: float, radius: float) -> npt.ND
 
 
 def detect(image: RGBImage, **overrides: Any) -> AlgorithmResult:
-    algorithm = TissueDetection()
+    algorithm = RoiDetection()
     parameters = algorithm.Parameters().load(overrides)
     return algorithm.run(image, parameters, lambda fraction: None)
 
@@ -80,7 +80,7 @@ def check_consistent(result: AlgorithmResult, height: int, width: int) -> None:
 
 
 def test_registered_under_its_name() -> None:
-    assert isinstance(load_registry().get("roi_detection"), TissueDetection)
+    assert isinstance(load_registry().get("roi_detection"), RoiDetection)
 
 
 def test_disk_on_glass_is_one_region_of_the_right_area() -> None:
@@ -291,7 +291,7 @@ def test_non_contiguous_input_is_accepted() -> None:
 def test_progress_rises_to_the_end_and_cancellation_propagates() -> None:
     image = canvas(2000, 2000)
     paint(image, disk(2000, 2000, 1000, 1000, 600))
-    algorithm = TissueDetection()
+    algorithm = RoiDetection()
     parameters = algorithm.Parameters().load({"working_size": 512})
     seen: list[float] = []
 
@@ -312,7 +312,7 @@ def test_progress_rises_to_the_end_and_cancellation_propagates() -> None:
 
 
 def test_parameters_have_defaults_and_descriptions() -> None:
-    schema = TissueDetection.Parameters()
+    schema = RoiDetection.Parameters()
 
     loaded = schema.load({})
 
@@ -336,4 +336,4 @@ def test_parameters_have_defaults_and_descriptions() -> None:
 )
 def test_parameters_out_of_range_are_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(marshmallow.ValidationError):
-        TissueDetection.Parameters().load(bad)
+        RoiDetection.Parameters().load(bad)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from primaa.plugins.algorithm import AnyAlgorithm
-from primaa.plugins.builtin.nuclei import NucleiDetection
-from primaa.plugins.builtin.tissue import TissueDetection
+from primaa.plugins.builtin.nuclei import PoiDetection
+from primaa.plugins.builtin.tissue import RoiDetection
 from primaa.plugins.hookspecs import hookimpl
 
 
 @hookimpl
 def primaa_algorithms() -> list[AnyAlgorithm]:
-    return [NucleiDetection(), TissueDetection()]
+    return [PoiDetection(), RoiDetection()]

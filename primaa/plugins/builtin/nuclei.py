@@ -137,7 +137,7 @@ def _points_geometry(points: npt.NDArray[np.float64]) -> dict[str, Any]:
     return {"type": "MultiPoint", "coordinates": coordinates}
 
 
-class NucleiDetection(Algorithm):
+class PoiDetection(Algorithm):
     """Finds nucleus centres by colour deconvolution and blob detection at the nucleus scale."""
 
     name: ClassVar[str] = "poi_detection"

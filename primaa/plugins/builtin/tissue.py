@@ -60,7 +60,7 @@ class TissueParameters(marshmallow.Schema):
     )
 
 
-class TissueDetection(Algorithm):
+class RoiDetection(Algorithm):
     """Finds tissue regions (with their glass holes) as annotations."""
 
     name: ClassVar[str] = "roi_detection"
