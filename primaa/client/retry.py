@@ -25,7 +25,7 @@ class RetryPolicy:
 
     retries: int = 3
     max_wait: float = 60.0
-    backoff: float = 0.5
+    backoff: float = 0.25
     jitter: float = 0.1
 
     def delay(self, attempt: int, retry_after: float | None) -> float:

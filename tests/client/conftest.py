@@ -105,16 +105,16 @@ def _wait_healthy(service: LiveService, process: subprocess.Popen[bytes]) -> Non
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    """One service process for a test module, with the test algorithms."""
+    """One service process for the sync client and CLI tests, with the test algorithms."""
     data_dir = tmp_path_factory.mktemp("service") / "data"
     env = {"PRIMAA_ALLOW_PRIVATE_URLS": "true", "PRIMAA_PLUGINS": TEST_PLUGINS}
     with running_service(data_dir, env) as service:
         yield service
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def png_url() -> Iterator[str]:
     """An H&E PNG served over HTTP from a thread, for services in other processes."""
     png = synthetic_he_png()

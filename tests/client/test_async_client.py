@@ -14,7 +14,6 @@ from aiohttp.test_utils import TestServer
 from primaa.client import (
     AsyncClient,
     Conflict,
-    InvalidRequest,
     Job,
     NotFound,
     WaitTimeout,
@@ -40,26 +39,28 @@ async def test_submit_by_url_then_get(api: AsyncClient, image_server: ImageServe
     assert again.raw["links"]["self"] == f"/jobs/{job.job_id}"
 
 
-@pytest.mark.parametrize("kind", ["path", "bytes", "file"])
-async def test_submit_uploads(api: AsyncClient, he_png: Path, kind: str) -> None:
-    image = {"path": he_png, "bytes": synthetic_he_png(), "file": io.BytesIO(synthetic_he_png())}
-    job = await api.submit("test_sleep", image=image[kind], parameters={"seconds": 0})
-    final = await api.wait(job.job_id, poll_interval=0.05, timeout=20)
-    assert final.ok, final.error
-    result = await api.result(job.job_id)
-    height, width = 120, 160
-    assert result["properties"]["measurements"]["width"] == width
-    assert result["properties"]["measurements"]["height"] == height
-    if kind == "file":
-        # The caller's file is theirs: read, not closed.
-        assert not image["file"].closed  # type: ignore[union-attr]
+async def test_submit_uploads(api: AsyncClient, he_png: Path) -> None:
+    """A path, bytes, and file objects, sent from where they stand and left open."""
+    offset = b"header to skip"
+    stream = io.BytesIO(offset + synthetic_he_png())
+    stream.seek(len(offset))
+    images = [he_png, synthetic_he_png(), io.BytesIO(synthetic_he_png()), stream]
+    jobs = [await api.submit("test_sleep", image=i, parameters={"seconds": 0}) for i in images]
+    for job in jobs:
+        final = await api.wait(job.job_id, poll_interval=0.05, timeout=20)
+        assert final.ok, final.error
+        result = await api.result(job.job_id)
+        assert result["properties"]["measurements"]["width"] == 160
+        assert result["properties"]["measurements"]["height"] == 120
+    assert not stream.closed
 
 
-async def test_submit_needs_exactly_one_image(api: AsyncClient, he_png: Path) -> None:
-    with pytest.raises(ValueError, match="either"):
-        await api.submit("test_sleep")
-    with pytest.raises(ValueError, match="either"):
-        await api.submit("test_sleep", image_url="http://127.0.0.1/x.png", image=he_png)
+async def test_submit_needs_exactly_one_image(he_png: Path) -> None:
+    async with AsyncClient("http://127.0.0.1:9") as client:
+        with pytest.raises(ValueError, match="either"):
+            await client.submit("test_sleep")
+        with pytest.raises(ValueError, match="either"):
+            await client.submit("test_sleep", image_url="http://127.0.0.1/x.png", image=he_png)
 
 
 async def test_list_follows_cursors_across_pages(api: AsyncClient, he_png: Path) -> None:
@@ -79,7 +80,14 @@ async def test_list_follows_cursors_across_pages(api: AsyncClient, he_png: Path)
 
 async def test_list_filters_by_status(api: AsyncClient, he_png: Path) -> None:
     job = await api.submit("test_sleep", image=he_png, parameters={"seconds": 0})
-    await api.wait(job.job_id, poll_interval=0.05, timeout=20)
+    statuses: list[str] = []
+
+    async def record(job: Job) -> None:  # a coroutine callback is awaited
+        await asyncio.sleep(0)
+        statuses.append(job.status)
+
+    await api.wait(job.job_id, poll_interval=0.05, timeout=20, on_progress=record)
+    assert statuses[-1] == "Completed"
     assert [j.job_id async for j in api.list(status="Completed")] == [job.job_id]
     assert [j.job_id async for j in api.list(status="Failed")] == []
 
@@ -100,19 +108,7 @@ async def test_wait_reports_progress_until_final(api: AsyncClient, he_png: Path)
     assert any(0 < p < 100 for p in percents), percents
 
 
-async def test_wait_accepts_a_coroutine_callback(api: AsyncClient, he_png: Path) -> None:
-    job = await api.submit("test_sleep", image=he_png, parameters={"seconds": 0})
-    statuses: list[str] = []
-
-    async def record(job: Job) -> None:
-        await asyncio.sleep(0)
-        statuses.append(job.status)
-
-    await api.wait(job.job_id, poll_interval=0.05, timeout=20, on_progress=record)
-    assert statuses[-1] == "Completed"
-
-
-async def test_wait_times_out_with_the_last_state(api: AsyncClient, he_png: Path) -> None:
+async def test_wait_times_out_then_cancel(api: AsyncClient, he_png: Path) -> None:
     job = await api.submit("test_sleep", image=he_png, parameters={"seconds": 30, "steps": 300})
     started = asyncio.get_running_loop().time()
     with pytest.raises(WaitTimeout) as caught:
@@ -121,20 +117,16 @@ async def test_wait_times_out_with_the_last_state(api: AsyncClient, he_png: Path
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.job.job_id == job.job_id
     assert caught.value.job.status in {"Pending", "Running"}
-    await api.cancel(job.job_id)
 
-
-async def test_cancel(api: AsyncClient, he_png: Path) -> None:
-    job = await api.submit("test_sleep", image=he_png, parameters={"seconds": 30, "steps": 300})
     answer = await api.cancel(job.job_id)
     assert answer.cancel_requested or answer.status == "Cancelled"
     final = await api.wait(job.job_id, timeout=20, poll_interval=0.05)
     assert final.status == "Cancelled"
     assert final.done
     assert not final.ok
-    with pytest.raises(Conflict) as caught:
+    with pytest.raises(Conflict) as no_result:
         await api.result(job.job_id)
-    assert caught.value.type == "no_result"
+    assert no_result.value.type == "no_result"
 
 
 async def test_result_streams_to_a_file(api: AsyncClient, he_png: Path, tmp_path: Path) -> None:
@@ -150,13 +142,15 @@ async def test_result_streams_to_a_file(api: AsyncClient, he_png: Path, tmp_path
     qupath = await api.result(job.job_id, format="qupath", to=str(tmp_path / "q.geojson"))
     assert json.loads(qupath.read_text())["type"] == "FeatureCollection"
 
-
-async def test_failed_result_leaves_no_file(api: AsyncClient, tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    target = tmp_path / "out" / "result.geojson"
+    missing = tmp_path / "out" / "missing.geojson"
     with pytest.raises(NotFound):
-        await api.result("no-such-job", to=target)
-    assert list(target.parent.iterdir()) == []
+        await api.result("no-such-job", to=missing)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.geojson"]
+
+    with pytest.raises(Conflict) as no_callback:
+        await api.redeliver(job.job_id)
+    assert no_callback.value.status == 409
+    assert no_callback.value.type == "cannot_redeliver"
 
 
 async def test_redeliver_sends_a_new_message(
@@ -179,44 +173,13 @@ async def test_redeliver_sends_a_new_message(
     assert second.body == first.body
 
 
-async def test_redeliver_without_callback_is_a_conflict(api: AsyncClient, he_png: Path) -> None:
-    job = await api.submit("test_sleep", image=he_png, parameters={"seconds": 0})
-    await api.wait(job.job_id, poll_interval=0.05, timeout=20)
-    with pytest.raises(Conflict) as caught:
-        await api.redeliver(job.job_id)
-    assert caught.value.status == 409
-    assert caught.value.type == "cannot_redeliver"
-
-
-async def test_algorithms(api: AsyncClient) -> None:
-    names = {a["name"] for a in await api.algorithms()}
+async def test_algorithms_and_closing_without_a_block(app_server: TestServer) -> None:
+    client = AsyncClient(str(app_server.make_url("/")))
+    names = {a["name"] for a in await client.algorithms()}
     assert {"poi_detection", "roi_detection", "test_sleep"} <= names
-    detail = await api.algorithm("poi_detection")
+    detail = await client.algorithm("poi_detection")
     assert "sensitivity" in detail["parameters"]["properties"]
     with pytest.raises(NotFound):
-        await api.algorithm("no_such_algorithm")
-
-
-async def test_client_can_be_closed_without_a_block(app_server: TestServer) -> None:
-    client = AsyncClient(str(app_server.make_url("/")))
-    assert [a["name"] for a in await client.algorithms()]
+        await client.algorithm("no_such_algorithm")
     await client.close()
     await client.close()
-
-
-async def test_a_uploaded_file_object_is_sent_from_where_it_stands(api: AsyncClient) -> None:
-    stream = io.BytesIO(b"header to skip" + synthetic_he_png())
-    stream.seek(len(b"header to skip"))
-    job = await api.submit("test_sleep", image=stream, parameters={"seconds": 0})
-    assert (await api.wait(job.job_id, poll_interval=0.05, timeout=20)).ok
-
-
-async def test_invalid_parameters_are_invalid_request(api: AsyncClient, he_png: Path) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        await api.submit("poi_detection", image=he_png, parameters={"sensitivity": 7})
-    error = caught.value
-    assert error.status == 422
-    assert error.type == "invalid_parameters"
-    assert "sensitivity" in error.details["parameters"]
-    assert error.request_id
-    assert error.body["code"] == 422

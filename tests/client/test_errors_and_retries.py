@@ -35,28 +35,30 @@ from tests.e2e.harness import free_port
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def test_unknown_job_is_not_found(api: AsyncClient) -> None:
-    with pytest.raises(NotFound) as caught:
+async def test_error_answers_are_typed(api: AsyncClient, he_png: Path) -> None:
+    with pytest.raises(NotFound) as not_found:
         await api.get("no-such-job")
-    error = caught.value
+    error = not_found.value
     assert error.status == 404
     assert error.type == "not_found"
     assert error.request_id
     assert "no-such-job" in error.message
     assert isinstance(error, PrimaaError)
     assert str(error).startswith("HTTP 404 not_found: ")
-
-
-async def test_an_id_cannot_reach_another_endpoint(api: AsyncClient) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound):  # an id cannot reach another endpoint
         await api.get("../algorithms")
 
-
-async def test_unknown_algorithm_details(api: AsyncClient, he_png: Path) -> None:
-    with pytest.raises(InvalidRequest) as caught:
+    with pytest.raises(InvalidRequest) as unknown:
         await api.submit("no_such_algorithm", image=he_png)
-    assert caught.value.type == "unknown_algorithm"
-    assert "test_sleep" in caught.value.details["available"]
+    assert unknown.value.type == "unknown_algorithm"
+    assert "test_sleep" in unknown.value.details["available"]
+
+    with pytest.raises(InvalidRequest) as invalid:
+        await api.submit("poi_detection", image=he_png, parameters={"sensitivity": 7})
+    assert invalid.value.status == 422
+    assert invalid.value.type == "invalid_parameters"
+    assert "sensitivity" in invalid.value.details["parameters"]
+    assert invalid.value.body["code"] == 422
 
 
 async def test_api_keys(aiohttp_server: Callable[..., Any], tmp_path: Path, he_png: Path) -> None:
