@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from primaa.client.models import Job
+
 __all__ = [
     "BadRequest",
     "Conflict",
@@ -101,7 +103,7 @@ class ConnectionFailed(PrimaaError):
 class WaitTimeout(PrimaaError, TimeoutError):
     """:meth:`wait` gave up before the job finished; ``job`` is the last state seen."""
 
-    def __init__(self, message: str, job: Any) -> None:
+    def __init__(self, message: str, job: Job) -> None:
         super().__init__(message, type="wait_timeout")
         self.job = job
 
