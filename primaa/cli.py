@@ -1,4 +1,5 @@
-"""``primaa serve | algorithms | run | hash-key``."""
+"""``primaa serve | algorithms | run | hash-key``, and ``submit | status | wait``
+(:mod:`primaa.cli_client`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import marshmallow
 
-from primaa import __version__
+from primaa import __version__, cli_client
 from primaa.config import ConfigError, Settings, hash_api_key, load_settings
 from primaa.logging import configure_logging
 from primaa.plugins.algorithm import AlgorithmResult, AnyAlgorithm, AsyncAlgorithm
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-key":
         return _hash_key()
+    if args.command in cli_client.COMMANDS:
+        return cli_client.run(args)
     try:
         settings = load_settings(
             args.config,
@@ -94,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "hash-key",
         help="read an API key on stdin, print its sha256: form for the api_keys setting",
     )
+    cli_client.add_parsers(commands)
     return parser
 
 

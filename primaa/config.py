@@ -184,6 +184,8 @@ def load_settings(
 
 #: Variables of the test suite (e.g. ``PRIMAA_TEST_POSTGRES_URL``), not settings.
 TEST_ENV_PREFIX = ENV_PREFIX + "TEST_"
+#: Variables of the client commands (``PRIMAA_CLIENT_URL``), set in the same shells.
+CLIENT_ENV_PREFIX = ENV_PREFIX + "CLIENT_"
 
 
 def _check_env_names(environ: Mapping[str, str], fields: Collection[str]) -> None:
@@ -192,7 +194,7 @@ def _check_env_names(environ: Mapping[str, str], fields: Collection[str]) -> Non
     known = {ENV_PREFIX + name.upper() for name in fields}
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
-            if name.startswith(TEST_ENV_PREFIX):
+            if name.startswith((TEST_ENV_PREFIX, CLIENT_ENV_PREFIX)):
                 continue
             suffix = name.removeprefix(ENV_PREFIX).lower()
             close = difflib.get_close_matches(suffix, fields, n=1)
