@@ -11,8 +11,9 @@ GIL switch interval (5 ms) before the thread may run.
 
 Error policy, for reads and writes alike:
 
-* A domain error an operation raises is that operation's outcome; its savepoint
-  is rolled back and its neighbours commit.
+* A domain error an operation raises is that operation's outcome: what it wrote
+  is rolled back (its savepoint, or its transaction if it ran alone) and its
+  neighbours commit.
 * A locked or busy database (another process recovering it, or holding it in
   exclusive mode) is waited for in the store's thread, never on the event loop:
   the reader gives up after ``SQLITE_READER_BUSY_TIMEOUT_MS`` and hands the read
