@@ -5,6 +5,10 @@ Each operation runs in its own transaction, since several replicas write at once
 autocommit: a single SELECT sees one snapshot anyway, and without BEGIN and
 ROLLBACK it is one round trip instead of three. Every database error reaches the
 caller as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError`.
+
+A status read costs more here than on the bare driver it replaced (asyncpg's
+``fetchrow``): in-process, 2026-11-28, 300-380 against 150-210 us of client CPU
+per read, the price of one way in (pool, greenlet, result machinery).
 """
 
 from __future__ import annotations
