@@ -31,7 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus
-from primaa.store.sql import SqlStore, delivery_row, job_row
+from primaa.store.rows import delivery_row, job_row
+from primaa.store.sql import SqlStore
 from primaa.store.tables import deliveries, delivery_attempts, jobs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,15 @@ thread with a synchronous driver; whatever queued up while a transaction ran
 goes into the next one together. Under a burst that is tens of operations per
 commit; alone, an operation waits for nothing.
 
-An operation may raise a domain error (``StaleJob``, ``KeyError``...) only before
-it writes: that error is its own outcome and its neighbours still commit. A
-database error rolls the whole transaction back and the operations run again
-one per transaction, so one bad operation fails alone.
+Each operation of a batch runs in its own SAVEPOINT. A domain error it raises
+(``StaleJob``, ``KeyError``...) is its own outcome: its savepoint is rolled back,
+so whatever it wrote before raising is undone, and its neighbours still commit.
+An operation alone in its transaction needs no savepoint: after a domain error
+the transaction is rolled back instead of committed. (A savepoint costs two
+statements through SQLAlchemy, which compiles them afresh each time: about
+100 us of CPU per operation, more than the typical operation itself.) A database
+error rolls the whole transaction back (SQLite may already have done so) and the
+operations run again one per transaction, so one bad operation fails alone.
 """
 
 from __future__ import annotations
@@ -39,15 +44,28 @@ class _Outcome:
 
 
 def _run_each(conn: Connection, operations: Sequence[Operation]) -> list[_Outcome]:
+    """Each operation in a savepoint of the open transaction."""
     outcomes = []
     for operation in operations:
         try:
-            outcomes.append(_Outcome(operation(conn)))
+            with conn.begin_nested():
+                outcomes.append(_Outcome(operation(conn)))
         except DBAPIError:
             raise
         except Exception as exc:
             outcomes.append(_Outcome(error=exc))
     return outcomes
+
+
+def _run_alone(conn: Connection, operation: Operation) -> _Outcome:
+    """The transaction's one operation: a domain error rolls the transaction back."""
+    try:
+        return _Outcome(operation(conn))
+    except DBAPIError:
+        raise
+    except Exception as exc:
+        conn.rollback()
+        return _Outcome(error=exc)
 
 
 class GroupCommit:
@@ -116,7 +134,10 @@ class GroupCommit:
         """In the thread: all in one transaction, or each alone after a database error."""
         try:
             with self._engine.begin() as conn:
-                outcomes = _run_each(conn, operations)
+                if len(operations) == 1:
+                    outcomes = [_run_alone(conn, operations[0])]
+                else:
+                    outcomes = _run_each(conn, operations)
         except DBAPIError as exc:
             if len(operations) == 1:
                 return [_Outcome(error=exc)]

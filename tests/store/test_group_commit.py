@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
 from primaa.store.group_commit import GroupCommit
+from primaa.store.sql_engine import sqlite_engine
 
 
 @pytest.fixture
 async def commits(tmp_path: Path) -> AsyncIterator[GroupCommit]:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+    # The store's engine: pysqlite's own transaction handling breaks SAVEPOINTs.
+    engine = sqlite_engine(make_url(f"sqlite:///{tmp_path / 'g.sqlite3'}"))
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)")
     group = GroupCommit(engine, thread_name="test-group-commit")
@@ -74,6 +75,42 @@ async def test_a_domain_error_keeps_the_neighbours_writes(commits: GroupCommit) 
     assert isinstance(outcomes[1], KeyError)
     assert outcomes[2] == "b"
     assert await commits.run(keys) == ["a", "b"]
+
+
+async def test_an_operation_that_wrote_then_failed_leaves_no_trace(commits: GroupCommit) -> None:
+    """Its savepoint is rolled back; the batch around it commits."""
+
+    def write_then_refuse(conn: Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO t (k) VALUES ('half-done')")
+        raise KeyError("refused after writing")
+
+    outcomes = await asyncio.gather(
+        commits.run(insert("a")),
+        commits.run(write_then_refuse),
+        commits.run(insert("b")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "a"
+    assert isinstance(outcomes[1], KeyError)
+    assert outcomes[2] == "b"
+    assert await commits.run(keys) == ["a", "b"]
+    # The three shared one transaction: the neighbours did not need a retry of their own.
+    assert commits.transactions == 2
+
+
+async def test_an_operation_alone_that_wrote_then_failed_leaves_no_trace(
+    commits: GroupCommit,
+) -> None:
+    """Alone in its transaction, it has no savepoint: the transaction is rolled back."""
+
+    def write_then_refuse(conn: Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO t (k) VALUES ('half-done')")
+        raise KeyError("refused after writing")
+
+    with pytest.raises(KeyError):
+        await commits.run(write_then_refuse)
+    assert await commits.run(insert("after")) == "after"
+    assert await commits.run(keys) == ["after"]
 
 
 async def test_a_caller_cancelled_before_its_turn_is_dropped(commits: GroupCommit) -> None:

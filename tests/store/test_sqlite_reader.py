@@ -1,41 +1,95 @@
-"""The SQLite status reader runs on the event loop, so a locked database must not stall it."""
+"""The SQLite reader runs on the event loop, so a locked database must not stall it;
+its other errors are the writer's errors."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from primaa.jobs.model import Job
+import pytest
+from sqlalchemy.exc import DatabaseError
+
+from primaa.jobs.model import Job, JobStatus
 from primaa.store.sql import SqlStore
+from primaa.store.sqlite_access import SqliteAccess
 
 
-class LockedReader:
-    """Stands in for the loop-side connection while another process holds the database.
+class FailingReader:
+    """Stands in for the loop-side connection, failing the way SQLite does.
 
     A real lock cannot be taken while the store is open (WAL readers are only
     blocked by recovery or another process in exclusive locking mode), so the
-    reader fails the way SQLite does when its busy timeout runs out.
+    reader fails as SQLite does when its busy timeout runs out.
     """
 
+    def __init__(self, message: str, code: int) -> None:
+        self.message = message
+        self.code = code
+
     def execute(self, *_: Any) -> Any:
-        raise sqlite3.OperationalError("database is locked")
+        error = sqlite3.OperationalError(self.message)
+        error.sqlite_errorcode = self.code
+        raise error
 
     def close(self) -> None:
         pass
 
 
-async def test_a_busy_database_hands_the_status_read_to_a_thread(tmp_path: Path) -> None:
-    store = SqlStore(f"sqlite:///{tmp_path / 'primaa.sqlite3'}")
-    await store.open()
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened = SqlStore(f"sqlite:///{tmp_path / 'primaa.sqlite3'}")
+    await opened.open()
     try:
-        await store.create(Job(job_id="job-1", algorithm="a", parameters={"k": 1}))
-        real_reader = store._reader
-        store._reader = LockedReader()  # type: ignore[assignment]
+        await opened.create(Job(job_id="job-1", algorithm="a", parameters={"k": 1}))
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _replace_reader(store: SqlStore, reader: object) -> object:
+    access = store.database
+    assert isinstance(access, SqliteAccess)
+    real, access._reader = access._reader, reader  # type: ignore[assignment]
+    return real
+
+
+async def test_a_busy_database_hands_the_status_read_to_a_thread(store: SqlStore) -> None:
+    access = store.database
+    assert isinstance(access, SqliteAccess)
+    real = _replace_reader(store, FailingReader("database is locked", sqlite3.SQLITE_BUSY))
+    try:
+        before = access.commits.operations
         job = await store.get("job-1")
         assert job is not None
         assert job.parameters == {"k": 1}
         assert await store.get("no-such-job") is None
-        store._reader = real_reader
+        assert await store.deliveries_for("job-1") == []
+        assert access.commits.operations == before + 3
     finally:
-        await store.close()
+        _replace_reader(store, real)
+
+
+async def test_another_reader_error_is_the_writers_error_type(store: SqlStore) -> None:
+    access = store.database
+    assert isinstance(access, SqliteAccess)
+    real = _replace_reader(store, FailingReader("file is not a database", sqlite3.SQLITE_NOTADB))
+    try:
+        before = access.commits.operations
+        with pytest.raises(DatabaseError) as raised:
+            await store.state("job-1")
+        assert isinstance(raised.value.orig, sqlite3.OperationalError)
+        assert access.commits.operations == before
+    finally:
+        _replace_reader(store, real)
+
+
+async def test_the_reader_reads_what_the_writer_committed(store: SqlStore) -> None:
+    state = await store.state("job-1")
+    assert state is not None
+    assert state.status is JobStatus.PENDING
+    job = await store.get("job-1")
+    assert job is not None
+    assert job.parameters == {"k": 1}
+    assert job.cancel_requested is False

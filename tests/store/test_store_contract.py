@@ -79,7 +79,7 @@ async def _postgres_schema(base_url: str) -> tuple[str, Callable[[], Awaitable[N
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from primaa.store.sql import store_url
+    from primaa.store.sql_engine import store_url
 
     schema = f"primaa_test_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(store_url(base_url), poolclass=NullPool)
@@ -811,7 +811,8 @@ async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backe
 
 
 def test_jobs_columns_follow_the_job_fields() -> None:
-    """The status-read path builds a Job from a row by position."""
+    """tables.py keeps the jobs columns in the order of the Job fields, so the schema
+    reads like the model (rows are decoded by column name)."""
     from primaa.store.tables import jobs
 
     assert [c.name for c in jobs.columns] == [f.name for f in dataclasses.fields(Job)]
@@ -820,7 +821,8 @@ def test_jobs_columns_follow_the_job_fields() -> None:
 async def test_sqlite_pragmas(tmp_path: pathlib.Path) -> None:
     from sqlalchemy import text
 
-    from primaa.store.sql import SQLITE_BUSY_TIMEOUT_MS, SqlStore
+    from primaa.store.sql import SqlStore
+    from primaa.store.sql_engine import SQLITE_BUSY_TIMEOUT_MS
 
     store = SqlStore(f"sqlite:///{tmp_path / 'p.sqlite3'}")
     await store.open()

@@ -1,6 +1,6 @@
 """Alembic environment: primaa runs migrations itself, on a connection it lends.
 
-:meth:`primaa.store.sql.SqlStore.open` puts its connection in
+:func:`primaa.store.sql_engine.upgrade_schema` puts its connection in
 ``config.attributes["connection"]``; there is no ``alembic.ini`` and no offline mode.
 SQLite needs batch mode to alter tables, PostgreSQL does not mind it.
 """

@@ -1,0 +1,216 @@
+"""The SQL store's statements, built once: each call only binds parameters and hits
+SQLAlchemy's compiled cache.
+
+Every state change is a single ``UPDATE ... WHERE status = <expected>`` whose row
+count (or ``RETURNING``) tells whether the caller won.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from primaa.jobs.model import DeliveryStatus, JobStatus
+from primaa.store.common import EXPIRED_ERROR
+from primaa.store.tables import deliveries, delivery_attempts, jobs, results
+
+_PENDING: Final = JobStatus.PENDING.value
+_RUNNING: Final = JobStatus.RUNNING.value
+
+GET_JOB: Final = sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
+GET_STATE: Final = sa.select(jobs.c.status, jobs.c.error, jobs.c.client_id).where(
+    jobs.c.job_id == sa.bindparam("job_id")
+)
+GET_RESULT: Final = sa.select(results.c.geojson).where(results.c.job_id == sa.bindparam("job_id"))
+JOB_EXISTS: Final = sa.select(jobs.c.job_id).where(jobs.c.job_id == sa.bindparam("job_id"))
+COUNT: Final = sa.select(jobs.c.algorithm, jobs.c.status, sa.func.count()).group_by(
+    jobs.c.algorithm, jobs.c.status
+)
+
+SET_PROGRESS: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
+    .values(progress_percent=sa.bindparam("new_progress"))
+)
+RENEW: Final = (
+    jobs.update()
+    .where(
+        jobs.c.job_id.in_(sa.bindparam("ids", expanding=True)),
+        jobs.c.status == _RUNNING,
+        jobs.c.lease_owner == sa.bindparam("holder"),
+    )
+    .values(lease_expires_at=sa.bindparam("expires"))
+)
+#: Everything a transition may change; ``parameters`` and ``job_id`` are fixed at creation.
+FINISH_COLUMNS: Final = tuple(
+    c.name for c in jobs.columns if c.name not in {"job_id", "parameters", "cancel_requested"}
+)
+#: Binds ``new_<column>`` for each of :data:`FINISH_COLUMNS`, ``id``, ``expected``, ``cancel``.
+FINISH: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == sa.bindparam("expected"))
+    .values(
+        {name: sa.bindparam(f"new_{name}") for name in FINISH_COLUMNS}
+        # A cancel request that lands while the job is being finished is kept.
+        | {"cancel_requested": sa.or_(jobs.c.cancel_requested, sa.bindparam("cancel"))}
+    )
+)
+CANCEL: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status.in_([_PENDING, _RUNNING]))
+    .values(
+        status=sa.case((jobs.c.status == _PENDING, JobStatus.CANCELLED.value), else_=jobs.c.status),
+        finished_at=sa.case(
+            (jobs.c.status == _PENDING, sa.bindparam("now")), else_=jobs.c.finished_at
+        ),
+        cancel_requested=sa.case(
+            (jobs.c.status == _RUNNING, sa.true()), else_=jobs.c.cancel_requested
+        ),
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(*jobs.columns)
+)
+
+_EXPIRED: Final = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < sa.bindparam("now"))
+_LEASE_CLEARED: Final[dict[str, Any]] = {
+    "updated_at": sa.bindparam("stamp"),
+    "lease_owner": None,
+    "lease_expires_at": None,
+}
+_ERROR_HEAD, _ERROR_TAIL = EXPIRED_ERROR.split("{}")
+REQUEUE_CANCEL: Final = (
+    jobs.update()
+    .where(_EXPIRED, jobs.c.cancel_requested == sa.true())
+    .values(status=JobStatus.CANCELLED.value, finished_at=sa.bindparam("stamp"), **_LEASE_CLEARED)
+    .returning(*jobs.columns)
+)
+REQUEUE_FAIL: Final = (
+    jobs.update()
+    .where(_EXPIRED, jobs.c.attempts >= sa.bindparam("max_attempts"))
+    .values(
+        status=JobStatus.FAILED.value,
+        finished_at=sa.bindparam("stamp"),
+        error=sa.literal(_ERROR_HEAD) + sa.cast(jobs.c.attempts, sa.String) + _ERROR_TAIL,
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.columns)
+)
+REQUEUE_RETRY: Final = (
+    jobs.update()
+    .where(_EXPIRED)
+    .values(status=_PENDING, progress_percent=0.0, **_LEASE_CLEARED)
+    .returning(jobs.c.job_id)
+)
+
+
+def list_jobs(
+    *,
+    status: str | None,
+    algorithm: str | None,
+    client_id: str | None,
+    after: tuple[float, str] | None,
+    limit: int,
+) -> sa.Select[Any]:
+    """Jobs newest first, filtered, after the (created_at, job_id) of a paging cursor."""
+    query = sa.select(jobs)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if algorithm is not None:
+        query = query.where(jobs.c.algorithm == algorithm)
+    if client_id is not None:
+        query = query.where(jobs.c.client_id == client_id)
+    if after is not None:
+        created_at, job_id = after
+        query = query.where(
+            sa.or_(
+                jobs.c.created_at < created_at,
+                sa.and_(jobs.c.created_at == created_at, jobs.c.job_id < job_id),
+            )
+        )
+    return query.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit)
+
+
+def claim_statement(dialect: str) -> sa.Update:
+    """Pending → Running for the oldest ``limit`` jobs, in one statement.
+
+    PostgreSQL: a materialised CTE picks the rows once and locks them with
+    ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different jobs instead
+    of queueing on the same ones. (As a plain ``IN (subquery)`` the planner may
+    rescan the subquery per row and claim more than ``limit``.)
+    SQLite: one writer at a time, so the statement alone is atomic.
+    """
+    oldest = (
+        sa.select(jobs.c.job_id)
+        .where(jobs.c.status == _PENDING)
+        .order_by(jobs.c.created_at, jobs.c.job_id)
+        .limit(sa.bindparam("limit"))
+    )
+    update = jobs.update().values(
+        status=_RUNNING,
+        lease_owner=sa.bindparam("lease_to"),
+        lease_expires_at=sa.bindparam("expires"),
+        started_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+        attempts=jobs.c.attempts + 1,
+        progress_percent=0.0,
+    )
+    if dialect == "postgresql":
+        picked = oldest.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        update = update.where(jobs.c.job_id == picked.c.job_id)
+    else:
+        update = update.where(jobs.c.job_id.in_(oldest.scalar_subquery()))
+    return update.where(jobs.c.status == _PENDING).returning(*jobs.columns)
+
+
+def deliveries_with_attempts(where: sa.ColumnElement[bool], *order: Any) -> sa.Select[Any]:
+    """Deliveries and their attempts in one query: a delivery's columns, then one
+    attempt's as ``attempt_*`` (NULLs for a delivery without any), read by
+    :func:`~primaa.store.rows.deliveries_from_rows`."""
+    return (
+        sa.select(
+            deliveries,
+            delivery_attempts.c.at.label("attempt_at"),
+            delivery_attempts.c.status_code.label("attempt_status_code"),
+            delivery_attempts.c.error.label("attempt_error"),
+            delivery_attempts.c.duration.label("attempt_duration"),
+        )
+        .select_from(
+            deliveries.outerjoin(
+                delivery_attempts, delivery_attempts.c.delivery_id == deliveries.c.delivery_id
+            )
+        )
+        .where(where)
+        .order_by(*order, deliveries.c.delivery_id, delivery_attempts.c.attempt_id)
+    )
+
+
+#: The deliveries of one job, for ``GET /jobs/{id}``.
+DELIVERIES_FOR_JOB: Final = deliveries_with_attempts(
+    deliveries.c.job_id == sa.bindparam("job_id"), deliveries.c.created_at
+)
+_DUE_ORDER: Final = (deliveries.c.next_attempt_at, deliveries.c.created_at)
+#: The ``limit`` deliveries due first, for the outbox.
+DUE: Final = deliveries_with_attempts(
+    deliveries.c.delivery_id.in_(
+        sa.select(deliveries.c.delivery_id)
+        .where(
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            deliveries.c.next_attempt_at <= sa.bindparam("now"),
+        )
+        .order_by(*_DUE_ORDER, deliveries.c.delivery_id)
+        .limit(sa.bindparam("limit"))
+        .scalar_subquery()
+    ),
+    *_DUE_ORDER,
+)
+RECORD: Final = (
+    deliveries.update()
+    .where(deliveries.c.delivery_id == sa.bindparam("id"))
+    .values(
+        status=sa.bindparam("new_status"),
+        next_attempt_at=sa.func.coalesce(
+            sa.bindparam("next", type_=sa.Double), deliveries.c.next_attempt_at
+        ),
+    )
+)
