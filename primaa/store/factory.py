@@ -6,7 +6,8 @@ import importlib.util
 
 from primaa.jobs.storage import JobStore
 from primaa.store.memory import MemoryStore
-from primaa.store.sql import SqlStore, store_url
+from primaa.store.sql import SqlStore
+from primaa.store.sql_engine import store_url
 
 MEMORY_URL = "memory://"
 

@@ -3,7 +3,7 @@ reader on the event loop for the hot reads, with one error policy.
 
 Writes, and any operation needing a transaction, go to :class:`GroupCommit`: one
 thread and one connection, whatever queued up while a transaction ran shares the
-next one, each operation in its own SAVEPOINT. Reads of a few rows (``read``) run
+next one. Reads of a few rows (``read``) run
 on a second connection on the event loop's own thread, which WAL lets read while
 the writer writes: a primary-key lookup in the page cache takes microseconds,
 while a hand-off to the thread costs a queue, a wake-up and, under load, up to a
@@ -12,8 +12,8 @@ GIL switch interval (5 ms) before the thread may run.
 Error policy, for reads and writes alike:
 
 * A domain error an operation raises is that operation's outcome: what it wrote
-  is rolled back (its savepoint, or its transaction if it ran alone) and its
-  neighbours commit.
+  is rolled back (the batch runs again one operation per transaction when it had
+  written) and its neighbours commit.
 * A locked or busy database (another process recovering it, or holding it in
   exclusive mode) is waited for in the store's thread, never on the event loop:
   the reader gives up after ``SQLITE_READER_BUSY_TIMEOUT_MS`` and hands the read
