@@ -115,3 +115,10 @@ def error_response(err: ApiError, request_id: str | None) -> web.Response:
     if request_id:
         body["request_id"] = request_id
     return json_response(body, status=err.status, headers=err.headers)
+
+
+#: The answers of an endpoint that writes when the store cannot (OpenAPI ``responses``).
+STORAGE_RESPONSES: dict[int, dict[str, Any]] = {
+    503: {"description": "The service is stopping, or the database is read-only (Retry-After)"},
+    507: {"description": "The disk is full (Retry-After)"},
+}

@@ -13,7 +13,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from primaa.api.apidoc import docs, json_schema, querystring_schema, response_schema
-from primaa.api.errors import ApiError, validation_error
+from primaa.api.errors import STORAGE_RESPONSES, ApiError, validation_error
 from primaa.api.present import present_job
 from primaa.api.responses import json_response
 from primaa.api.schemas import (
@@ -26,7 +26,7 @@ from primaa.api.schemas import (
     ResultQuerySchema,
 )
 from primaa.appkeys import CLIENT_ID, JSON_BODY, MANAGER, QUERY, SETTINGS
-from primaa.imaging.fetch import EmptyUpload, FetchError, spool_part
+from primaa.imaging.fetch import EmptyUpload, FetchError, SpoolFull, spool_part
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
 from primaa.results.qupath import feature_to_qupath
@@ -75,6 +75,7 @@ def client_id_of(request: web.Request) -> str | None:
         415: {"schema": ErrorSchema, "description": "Neither JSON nor multipart"},
         422: {"schema": ErrorSchema, "description": "Invalid fields, algorithm or parameters"},
         429: {"schema": ErrorSchema, "description": "Too many unfinished jobs"},
+        **STORAGE_RESPONSES,
     },
 )
 @json_schema(JobSubmissionSchema)
@@ -130,6 +131,11 @@ async def _upload_request(request: web.Request) -> JobRequest:
                     except EmptyUpload as exc:
                         raise ApiError(
                             422, "validation_error", str(exc), {"image": [str(exc)]}
+                        ) from None
+                    except SpoolFull as exc:
+                        retry = {"Retry-After": "10"}
+                        raise ApiError(
+                            507, "insufficient_storage", str(exc), headers=retry
                         ) from None
                     except FetchError as exc:
                         raise ApiError(413, "too_large", str(exc)) from None
@@ -227,7 +233,7 @@ async def get_result(request: web.Request) -> web.Response:
     tags=TAG,
     summary="Cancel a job",
     description="A Pending job is cancelled at once; a Running one at its next progress report.",
-    responses={404: {"schema": ErrorSchema}},
+    responses={404: {"schema": ErrorSchema}, **STORAGE_RESPONSES},
 )
 @response_schema(JobSchema, 202)
 async def cancel_job(request: web.Request) -> web.Response:
@@ -248,6 +254,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     responses={
         404: {"schema": ErrorSchema, "description": "No such job"},
         409: {"schema": ErrorSchema, "description": "The job is not finished or has no callback"},
+        **STORAGE_RESPONSES,
     },
 )
 @response_schema(JobSchema, 202, description="Queued; `callback.delivery_id` names the new one")

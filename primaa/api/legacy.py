@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from primaa.api.apidoc import docs, json_schema, response_schema
+from primaa.api.errors import STORAGE_RESPONSES
 from primaa.api.jobs import client_id_of, job_request_from
 from primaa.api.present import legacy_status
 from primaa.api.responses import json_response
@@ -26,6 +27,7 @@ TAG = ["original API"]
         400: {"schema": ErrorSchema},
         422: {"schema": ErrorSchema},
         429: {"schema": ErrorSchema},
+        **STORAGE_RESPONSES,
     },
 )
 @json_schema(LegacySubmissionSchema)

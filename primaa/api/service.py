@@ -11,6 +11,7 @@ from primaa.api.openapi import swagger_page
 from primaa.api.responses import json_response
 from primaa.api.schemas import HealthSchema
 from primaa.appkeys import MANAGER, METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
+from primaa.jobs.errors import StorageUnavailable
 
 TAG = ["service"]
 STATIC_URL = "/docs/static"
@@ -21,8 +22,12 @@ STATIC_URL = "/docs/static"
 async def health(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     store_state = "ok"
+    store = request.app[STORE]
     try:
-        await request.app[STORE].count_by_status()
+        await store.count_by_status()
+        await store.check_writable()
+    except StorageUnavailable as exc:
+        store_state = f"error: {exc.cause}"
     except Exception as exc:
         store_state = f"error: {type(exc).__name__}"
     status = "ok" if store_state == "ok" and not registry.broken else "degraded"

@@ -8,6 +8,7 @@ never carries a stack trace, a local path, credentials or a query string.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ from yarl import URL
 from primaa.imaging.urlguard import UnsafeUrl, UrlGuard
 from primaa.jobs.ports import ImageUnavailable
 
-__all__ = ["EmptyUpload", "FetchError", "ImageFetcher", "spool_part"]
+__all__ = ["EmptyUpload", "FetchError", "ImageFetcher", "SpoolFull", "spool_part"]
 
 CHUNK_SIZE: Final = 64 * 1024
 FLUSH_BYTES: Final = 1024 * 1024
@@ -35,6 +36,15 @@ class FetchError(ImageUnavailable):
 
 class EmptyUpload(FetchError):
     """An uploaded image part with no bytes in it."""
+
+
+class SpoolFull(FetchError):
+    """The spool's disk is full: nothing is wrong with the image, try again later."""
+
+
+def _not_stored(what: str, exc: OSError) -> FetchError:
+    error = SpoolFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else FetchError
+    return error(f"could not store the {what}: {exc.strerror or exc}")
 
 
 def shown_url(url: URL) -> str:
@@ -144,7 +154,7 @@ class ImageFetcher:
                     f"timed out after {self._total_timeout:g} s fetching {shown_url(first)}"
                 ) from None
             if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
-                raise FetchError(f"could not store the image: {exc.strerror or exc}") from None
+                raise _not_stored("image", exc) from None
             raise
         return final
 
@@ -256,7 +266,7 @@ async def spool_part(part: aiohttp.BodyPartReader, dest: Path, max_bytes: int) -
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise FetchError(f"could not store the upload: {exc.strerror or exc}") from None
+        raise _not_stored("upload", exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

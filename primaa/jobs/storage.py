@@ -58,6 +58,10 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def check_writable(self) -> None:
+        """Raise :class:`~primaa.jobs.errors.StorageUnavailable` when a write would be
+        refused now (a full disk, a read-only database); every write method raises it too."""
+
     async def create(self, job: Job) -> None:
         """Store a new job (status Pending); ``ValueError`` if its id is taken."""
 

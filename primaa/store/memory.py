@@ -54,6 +54,9 @@ class MemoryStore:
     async def close(self) -> None:
         pass
 
+    async def check_writable(self) -> None:
+        pass
+
     async def create(self, job: Job) -> None:
         if job.job_id in self._jobs:
             raise ValueError(f"job {job.job_id} already exists")

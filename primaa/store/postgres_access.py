@@ -18,9 +18,12 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
 
+from primaa.jobs.errors import StorageUnavailable
 from primaa.store.rows import Rows
 from primaa.store.sql_engine import postgres_engine, upgrade_schema
+from primaa.store.storage_errors import storage_error
 
 T = TypeVar("T")
 
@@ -41,9 +44,24 @@ class PostgresAccess:
         await self.engine.dispose()
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` in a transaction of its own."""
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(operation)
+        """Run ``operation`` in a transaction of its own (a server that cannot write:
+        :class:`StorageUnavailable`)."""
+        try:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(operation)
+        except DBAPIError as exc:
+            if (unavailable := storage_error(exc)) is not None:
+                raise unavailable from exc
+            raise
+
+    async def check_writable(self) -> None:
+        """A server that is read-only (a standby, or read-only by setting) is refused."""
+        query = sa.text(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+        )
+        async with self._reads.connect() as conn:
+            if (await conn.execute(query)).scalar():
+                raise StorageUnavailable("the database is read-only", full=False)
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of ``statement``, outside a transaction."""

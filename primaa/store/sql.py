@@ -66,6 +66,9 @@ class DatabaseAccess(Protocol):
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of a small SELECT, by the fastest path the database offers."""
 
+    async def check_writable(self) -> None:
+        """Raise StorageUnavailable when the database cannot take a write now."""
+
 
 class SqlStore:
     """Jobs in SQLite (one service process) or PostgreSQL (several replicas)."""
@@ -93,6 +96,9 @@ class SqlStore:
 
     async def close(self) -> None:
         await self.database.close()
+
+    async def check_writable(self) -> None:
+        await self.database.check_writable()
 
     async def create(self, job: Job) -> None:
         row = job_row(job)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -37,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from primaa.store.group_commit import GroupCommit
 from primaa.store.rows import Rows
 from primaa.store.sql_engine import SQLITE_MIN_VERSION, sqlite_engine, upgrade_schema
+from primaa.store.storage_errors import storage_error
 
 T = TypeVar("T")
 
@@ -108,8 +110,21 @@ class SqliteAccess:
             await commits.close()
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` in the writer thread, in a transaction (group-committed)."""
-        return await self.commits.run(operation)
+        """Run ``operation`` in the writer thread, in a transaction (group-committed).
+
+        A full disk or a read-only file is :class:`StorageUnavailable`.
+        """
+        try:
+            return await self.commits.run(operation)
+        except DBAPIError as exc:
+            if (unavailable := storage_error(exc)) is not None:
+                raise unavailable from exc
+            raise
+
+    async def check_writable(self) -> None:
+        """Write the header's ``user_version``: a real write, refused when the disk is full."""
+        stamp = int(time.time()) % 2**31
+        await self.run(lambda conn: conn.exec_driver_sql(f"PRAGMA user_version = {stamp}"))
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of ``statement``, read on the event loop (a locked database: in the
