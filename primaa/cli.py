@@ -240,7 +240,7 @@ def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespa
         print(f"primaa: unknown algorithm {args.algorithm!r}; have: {installed}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        parameters = algorithm.Parameters().load(_parse_params(args.param))
+        parameters = algorithm.Parameters().load(cli_client.parse_params(args.param))
     except (ValueError, marshmallow.ValidationError) as exc:
         detail = exc.messages if isinstance(exc, marshmallow.ValidationError) else exc
         print(f"primaa: invalid parameters: {detail}", file=sys.stderr)
@@ -275,19 +275,6 @@ def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespa
             (args.out / f"{path.stem}.geojson").write_text(text)
             print(f"{path} -> {args.out / (path.stem + '.geojson')}", file=sys.stderr)
     return 1 if failures else 0
-
-
-def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    parameters: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {pair!r}")
-        try:
-            parameters[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            parameters[name] = raw
-    return parameters
 
 
 def _call(
