@@ -10,7 +10,9 @@ refused, and asyncio logs each failed attempt.
 open connections under a cap; when full, a new connection takes the place of the
 one that has waited longest without a request in progress (a slow or idle client),
 or is refused when every connection is busy. A request whose body arrives slower
-than ``min_body_rate`` over ``body_timeout`` seconds is cut off.
+than ``min_body_rate`` over ``body_timeout`` seconds is cut off, and a connection
+without a complete request for ``idle_timeout`` seconds (idle, or trickling its
+headers) is closed.
 """
 
 from __future__ import annotations
@@ -127,11 +129,13 @@ class ConnectionGuard:
         self,
         *,
         max_connections: int,
+        idle_timeout: float,
         body_timeout: float,
         min_body_rate: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_connections = max_connections
+        self._idle_timeout = idle_timeout
         self._body_timeout = body_timeout
         self._min_body_rate = min_body_rate
         self._clock = clock
@@ -171,6 +175,12 @@ class ConnectionGuard:
             if not connection.in_request():
                 if connection.idle_since == BUSY:
                     connection.idle_since = now
+                elif now - connection.idle_since > self._idle_timeout:
+                    # No complete request for that long: idle, or sending its headers
+                    # slowly. aiohttp closes these too, but only from 3.14.3 on.
+                    self._open.discard(connection)
+                    connection.close()
+                    continue
                 connection.window_start, connection.window_bytes = now, 0
                 continue
             connection.idle_since = BUSY

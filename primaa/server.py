@@ -79,6 +79,7 @@ async def serve(app: web.Application, *, sock: socket.socket) -> None:
     )
     guard = ConnectionGuard(
         max_connections=settings.max_connections or default_connection_limit(),
+        idle_timeout=settings.keepalive_timeout,
         body_timeout=settings.body_timeout,
         min_body_rate=settings.min_body_rate,
     )
