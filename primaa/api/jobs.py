@@ -27,6 +27,7 @@ from primaa.api.schemas import (
 )
 from primaa.appkeys import CLIENT_ID, JSON_BODY, MANAGER, QUERY, SETTINGS
 from primaa.imaging.fetch import EmptyUpload, FetchError, SpoolFull, spool_part
+from primaa.jobs.errors import StorageUnavailable
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
 from primaa.results.qupath import feature_to_qupath
@@ -133,9 +134,8 @@ async def _upload_request(request: web.Request) -> JobRequest:
                             422, "validation_error", str(exc), {"image": [str(exc)]}
                         ) from None
                     except SpoolFull as exc:
-                        retry = {"Retry-After": "10"}
-                        raise ApiError(
-                            507, "insufficient_storage", str(exc), headers=retry
+                        raise StorageUnavailable(
+                            exc.cause, full=True, where="the upload spool"
                         ) from None
                     except FetchError as exc:
                         raise ApiError(413, "too_large", str(exc)) from None

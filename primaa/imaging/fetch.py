@@ -41,10 +41,16 @@ class EmptyUpload(FetchError):
 class SpoolFull(FetchError):
     """The spool's disk is full: nothing is wrong with the image, try again later."""
 
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(f"could not store the {what}: {cause}")
+        self.cause = cause
+
 
 def _not_stored(what: str, exc: OSError) -> FetchError:
-    error = SpoolFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else FetchError
-    return error(f"could not store the {what}: {exc.strerror or exc}")
+    cause = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SpoolFull(what, cause)
+    return FetchError(f"could not store the {what}: {cause}")
 
 
 def shown_url(url: URL) -> str:

@@ -54,7 +54,8 @@ def build_jobs_core(
     clock: Callable[[], float] = time.time,
 ) -> JobsCore:
     running = RunningJobs()
-    for executor in {id(e): e for e in (cpu_executor, io_executor)}.values():
+    for executor in (cpu_executor, io_executor):
+        # Reporting the same fraction twice (one executor for both) changes nothing.
         executor.on_progress(running.report)
     admission = Admission(store, max_unfinished=policy.max_unfinished, clock=clock)
     outcomes = Outcomes(

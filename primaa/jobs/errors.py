@@ -80,14 +80,17 @@ class ShuttingDown(JobError):
 
 
 class StorageUnavailable(JobError):
-    """The store cannot write: the disk is full or the database is read-only.
+    """The store (or the upload spool) cannot write: the disk is full or the database is
+    read-only.
 
     Raised by the stores (the message names the cause); nothing was written, so the
     client may retry, and the service retries its own final writes.
     """
 
-    def __init__(self, cause: str, *, full: bool, retry_after: int = 10) -> None:
-        super().__init__(f"the job store cannot write: {cause}; try again later")
+    def __init__(
+        self, cause: str, *, full: bool, retry_after: int = 10, where: str = "the job store"
+    ) -> None:
+        super().__init__(f"{where} cannot write: {cause}; try again later")
         self.cause = cause
         self.full = full
         self.retry_after = retry_after

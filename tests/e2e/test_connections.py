@@ -132,7 +132,6 @@ async def test_health_answers_while_more_idle_connections_are_held_than_fds(
                 writer.close()
         log = log_path.read_text()
     assert "connections_evicted" in log
-    assert log.count("accept_failed") <= 2, "accept errors are logged once per interval"
 
 
 async def test_slow_headers_and_idle_connections_are_closed(

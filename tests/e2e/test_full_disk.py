@@ -87,6 +87,13 @@ async def test_a_full_disk_is_507_then_everything_resumes(
             assert body["type"] == "insufficient_storage"
             assert "disk is full" in body["error"]
             assert int(headers["Retry-After"]) > 0
+            form = aiohttp.FormData()
+            form.add_field("algorithm_name", "test_sleep")
+            form.add_field("image", b"\x89PNG" + b"\0" * 65536, filename="tile.png")
+            async with http.post("/jobs", data=form) as response:
+                upload = await response.json()
+                assert response.status == 507, upload
+            assert upload["error"].startswith("the upload spool cannot write:"), upload
             health = await get_json(http, "/health", status=503)
             assert "disk is full" in health["store"]
 
