@@ -87,7 +87,7 @@ class Settings:
     fetch_read_timeout: float = 60.0
     fetch_total_timeout: float = 900.0
     #: How long a dispatcher holds a Running job without renewing its lease.
-    lease_seconds: float = 30.0
+    lease_seconds: float = 10.0
     #: Runs of one job (first run plus retries after a lost worker or lease).
     max_attempts: int = 3
     #: Time limit of a job when neither the job nor its algorithm sets one.
