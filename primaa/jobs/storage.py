@@ -129,12 +129,16 @@ class JobStore(Protocol):
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        holder: str | None = None,
     ) -> None:
-        """Write ``job`` (already moved to its new status) if it is still ``expected``.
+        """Write ``job`` (already moved to its new status) if it is still ``expected``
+        and, with ``holder``, still leased to ``holder``.
 
         The result and the callback delivery are written in the same transaction
-        as the status, so a finished job never lacks its callback. Raises
-        :class:`StaleJob` when the job is no longer in ``expected``, and
+        as the status, so a finished job never lacks its callback. The outcome of a
+        run is written with its lease holder: a replica whose lease expired (it was
+        paused, say) and whose job another took over cannot end it. Raises
+        :class:`StaleJob` when the job is no longer in ``expected`` or held, and
         :class:`~primaa.jobs.model.InvalidTransition` when ``expected`` → ``job.status``
         is not a transition at all. A ``cancel_requested`` flag set meanwhile is kept.
         """

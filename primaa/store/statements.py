@@ -56,6 +56,8 @@ FINISH: Final = (
         | {"cancel_requested": sa.or_(jobs.c.cancel_requested, sa.bindparam("cancel"))}
     )
 )
+#: :data:`FINISH` of a run's outcome: only while ``holder`` still holds the job's lease.
+FINISH_HELD: Final = FINISH.where(jobs.c.lease_owner == sa.bindparam("holder"))
 CANCEL: Final = (
     jobs.update()
     .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status.in_([_PENDING, _RUNNING]))
