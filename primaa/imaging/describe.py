@@ -52,16 +52,21 @@ def describe_image(path: Path, *, max_flat_bytes: int, max_flat_pixels: int) -> 
     return _describe_flat(path, head, size, max_flat_bytes, max_flat_pixels)
 
 
-def _describe_slide(path: Path, vendor: str, size: int) -> dict[str, Any]:
+def _check_tiff(path: Path, what: str) -> None:
+    """A TIFF (SVS, NDPI, generic) must hold every strip and tile its directories name."""
     try:
         extent = tiff_data_end(path)
     except TiffExtentError as exc:
-        raise SlideError(str(exc)) from None
+        raise SlideError(str(exc).replace("slide", what, 1)) from None
     if extent is not None and extent[0] > extent[1]:
         raise SlideError(
-            f"slide is truncated: its image data runs to byte {extent[0]:,} "
+            f"{what} is truncated: its image data runs to byte {extent[0]:,} "
             f"but the file has {extent[1]:,} bytes"
         )
+
+
+def _describe_slide(path: Path, vendor: str, size: int) -> dict[str, Any]:
+    _check_tiff(path, "slide")
     with OpenSlideSlide(path, vendor) as slide:
         coarsest = len(slide.levels) - 1
         level = slide.levels[coarsest]
@@ -100,6 +105,8 @@ def _describe_flat(
             f"({max_bytes:,} bytes, max_image_bytes); whole-slide images (pyramidal or tiled) "
             "have their own limit (max_slide_bytes)"
         )
+    if kind == "TIFF":
+        _check_tiff(path, "image")
     try:
         width, height = image_size(path)
     except ImageDecodeError as exc:

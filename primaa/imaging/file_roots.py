@@ -115,7 +115,8 @@ class FileRoots:
     def _check_companions(self, real: Path, shown: str) -> None:
         """Files the slide's reader opens besides ``real`` must be under a root too."""
         vendor = detect_vendor(real)
-        if vendor == "mirax":
+        # OpenSlide detects MIRAX only once x/Slidedat.ini exists: the name says it first.
+        if vendor == "mirax" or real.suffix.lower() == ".mrxs":
             data_dir = real.with_suffix("")
             if not data_dir.is_dir():
                 raise FileUrlRefused(

@@ -24,6 +24,9 @@ MAX_DIRECTORIES: Final = 4096
 MAX_TABLE_ENTRIES: Final = 50_000_000
 _OFFSETS: Final = (273, 324)  # StripOffsets, TileOffsets
 _COUNTS: Final = (279, 325)  # StripByteCounts, TileByteCounts
+#: ImageWidth, ImageLength, SamplesPerPixel, RowsPerStrip, PlanarConfiguration, TileWidth,
+#: TileLength: how many strips or tiles the declared size needs.
+_SHAPE: Final = (256, 257, 277, 278, 284, 322, 323)
 #: TIFF field types that hold offsets and byte counts: SHORT, LONG, LONG8.
 _TYPES: Final = {3: ("u2", 2), 4: ("u4", 4), 16: ("u8", 8)}
 
@@ -90,7 +93,7 @@ def _directory(f: BinaryIO, order: str, big: bool, at: int, length: int) -> tupl
     for index in range(count):
         entry = body[index * entry_size : (index + 1) * entry_size]
         tag, kind, number = struct.unpack(head, entry[: struct.calcsize(head)])
-        if tag not in (*_OFFSETS, *_COUNTS):
+        if tag not in (*_OFFSETS, *_COUNTS, *_SHAPE):
             continue
         if kind not in _TYPES or number > MAX_TABLE_ENTRIES:
             raise TiffExtentError(f"slide is corrupt: TIFF tag {tag} has type {kind}")
@@ -103,6 +106,7 @@ def _directory(f: BinaryIO, order: str, big: bool, at: int, length: int) -> tupl
             raw = _read(f, where, number * size, length)
         tables[tag] = np.frombuffer(raw, dtype=np.dtype(order + code)).astype(np.uint64)
     (next_ifd,) = struct.unpack(order + ("Q" if big else "I"), body[count * entry_size :])
+    _check_table_size(tables)
     end = 0
     for offsets_tag, counts_tag in zip(_OFFSETS, _COUNTS, strict=True):
         offsets, counts = tables.get(offsets_tag), tables.get(counts_tag)
@@ -115,3 +119,34 @@ def _directory(f: BinaryIO, order: str, big: bool, at: int, length: int) -> tupl
             top = max(int(offsets.max()), int(counts.max()))
             end = max(end, top if top > length else int((offsets + counts).max()))
     return end, int(next_ifd)
+
+
+def _check_table_size(tables: dict[int, np.ndarray]) -> None:
+    """A directory must hold as many strips or tiles as its declared size needs: a file
+    claiming 60,000 x 60,000 pixels with four tiles lies about its size."""
+
+    def value(tag: int, default: int) -> int:
+        found = tables.get(tag)
+        return int(found[0]) if found is not None and found.size else default
+
+    width, height = value(256, 0), value(257, 0)
+    if not width or not height:
+        return
+    planes = value(277, 1) if value(284, 1) == 2 else 1
+    if 324 in tables:
+        tile_width, tile_height = value(322, 0), value(323, 0)
+        if not tile_width or not tile_height:
+            raise TiffExtentError("slide is corrupt: a tiled image without a tile size")
+        needed = -(-width // tile_width) * -(-height // tile_height) * planes
+        held, what = tables[324].size, "tiles"
+    elif 273 in tables:
+        rows = min(value(278, height), height) or height
+        needed = -(-height // rows) * planes
+        held, what = tables[273].size, "strips"
+    else:
+        return
+    if held < needed:
+        raise TiffExtentError(
+            f"slide is corrupt: it declares {width:,}\N{MULTIPLICATION SIGN}{height:,} pixels, "
+            f"which take {needed:,} {what}, but holds {held:,}"
+        )
