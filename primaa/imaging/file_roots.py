@@ -84,7 +84,7 @@ class FileRoots:
     def _require_inside(self, real: str, what: str) -> None:
         if self._root_of(real) is None:
             raise FileUrlRefused(
-                f"{what} is outside the directories this server reads (file_roots)"
+                f"{what} is outside the directories this server reads files from (file_roots)"
             )
 
     def resolve(self, url: str) -> Path:
