@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from primaa.imaging.decode import ImageDecodeError, image_size, sniff_format
+from primaa.imaging.decode import ImageDecodeError, describe_non_image, image_size, sniff_format
 from primaa.imaging.slides.base import SlideError
 from primaa.imaging.slides.openslide_backend import OpenSlideSlide, detect_vendor
 from primaa.imaging.slides.tiff_extent import TiffExtentError, tiff_data_end
@@ -93,9 +93,11 @@ def _describe_flat(
 ) -> dict[str, Any]:
     kind = sniff_format(head)
     if kind not in _FLAT:
-        detail = "" if kind == "unknown" else f" ({kind})"
+        what = (
+            describe_non_image(head) if kind == "unknown" else f"unsupported image format ({kind})"
+        )
         raise SlideError(
-            f"unsupported image format{detail}: expected a whole-slide image OpenSlide reads "
+            f"{what}: expected a whole-slide image OpenSlide reads "
             "(SVS, NDPI, MRXS, SCN, BIF, DICOM, pyramidal or tiled TIFF...) "
             "or a PNG, JPEG or TIFF image"
         )

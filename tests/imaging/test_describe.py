@@ -108,7 +108,8 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     [
         (b"GIF89a" + b"\x00" * 100, r"unsupported image format \(GIF\)"),
         (b"%PDF-1.7\n" + b"\x00" * 100, r"unsupported image format \(PDF\)"),
-        (b"hello, this is not an image at all", "unsupported image format: expected"),
+        (b"hello, this is not an image at all", r"not an image \(content starts with 'hello"),
+        (b"<!doctype html><html>", "looks like an HTML page"),
     ],
 )
 def test_unsupported_formats_say_what_would_do(
