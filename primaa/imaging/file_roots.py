@@ -33,6 +33,8 @@ ALLOW_FILES_HINT: Final = (
 _LOCAL_HOSTS: Final = frozenset({"", "localhost"})
 #: OpenSlide formats that read files besides the one named.
 _SIBLING_FORMATS: Final = frozenset({"dicom", "hamamatsu"})
+#: OpenSlide reads at most 1 MiB of a MIRAX Slidedat.ini.
+_MAX_KEY_FILE: Final = 1 << 20
 
 
 class FileUrlRefused(ValueError):
@@ -125,8 +127,11 @@ class FileRoots:
                 )
             self._require_inside(os.path.realpath(data_dir), f"the data directory of {shown}")
             self._check_entries(data_dir, shown)
+            self._check_named_files(data_dir / "Slidedat.ini", data_dir, shown)
         elif vendor in _SIBLING_FORMATS:
             self._check_entries(real.parent, shown)
+            if real.suffix.lower() in (".vms", ".vmu"):
+                self._check_named_files(real, real.parent, shown)
 
     def _check_entries(self, directory: Path, shown: str) -> None:
         try:
@@ -138,4 +143,25 @@ class FileRoots:
                 self._require_inside(
                     os.path.realpath(entry.path),
                     f"{urllib.parse.quote(entry.name)} (a file of {shown})",
+                )
+
+    def _check_named_files(self, key_file: Path, base: Path, shown: str) -> None:
+        """Every file a MIRAX ``Slidedat.ini`` or a Hamamatsu VMS names (``INDEXFILE``,
+        ``FILE_0``, ``ImageFile``...) is opened relative to ``base``: a name with ``..``
+        or through a linked subdirectory must still land under a root."""
+        try:
+            with key_file.open("rb") as f:
+                text = f.read(_MAX_KEY_FILE).decode("utf-8", "replace")
+        except OSError:
+            return  # no index file: OpenSlide cannot open the slide, and reads nothing
+        for line in text.splitlines():
+            key, equals, value = line.partition("=")
+            name = value.strip()
+            if not equals or not name or key.lstrip().startswith(("#", "[")):
+                continue
+            candidate = os.path.join(base, name.lstrip("/\\"))
+            if os.path.lexists(candidate):
+                self._require_inside(
+                    os.path.realpath(candidate),
+                    f"{urllib.parse.quote(name)} (named by {key_file.name} of {shown})",
                 )

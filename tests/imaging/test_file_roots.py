@@ -161,3 +161,32 @@ def test_is_file_url() -> None:
     assert is_file_url("FILE:///a")
     assert not is_file_url("https://a/b")
     assert not is_file_url("fil")
+
+
+def test_mirax_index_names_that_lead_out_are_refused(tmp_path: Path) -> None:
+    """OpenSlide opens INDEXFILE and FILE_n relative to x/: "../.." must not lead out."""
+    root = tmp_path / "root"
+    (root / "x" / "sub").mkdir(parents=True)
+    secret = tmp_path / "secret.dat"
+    secret.write_bytes(b"not yours")
+    slide = root / "x.mrxs"
+    slide.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 60)
+    (root / "x" / "Data0000.dat").write_bytes(b"data")
+    slidedat = root / "x" / "Slidedat.ini"
+    roots = FileRoots([root])
+
+    def index(*files: str) -> None:
+        names = "".join(f"FILE_{n}={name}\n" for n, name in enumerate(files))
+        slidedat.write_text(
+            f"[HIERARCHICAL]\nINDEXFILE=Index.dat\n[DATAFILE]\nFILE_COUNT={len(files)}\n{names}"
+        )
+
+    index("Data0000.dat")
+    assert roots.resolve(url(slide)) == slide
+    index("Data0000.dat", "../../secret.dat")
+    with pytest.raises(FileUrlRefused, match=r"\.\./\.\./secret\.dat \(named by Slidedat\.ini"):
+        roots.resolve(url(slide))
+    (root / "x" / "sub" / "link.dat").symlink_to(secret)
+    index("sub/link.dat")
+    with pytest.raises(FileUrlRefused, match="is outside"):
+        roots.resolve(url(slide))
