@@ -17,6 +17,7 @@ from PIL import Image
 
 from primaa.app import create_app
 from tests.conftest import make_settings, wait_for_job
+from tests.support.mirax import write_mirax
 
 SVS = Path(__file__).resolve().parents[1] / "data" / "CMU-1-Small-Region.svs"
 SVS_BYTES = SVS.read_bytes()
@@ -148,6 +149,26 @@ async def test_file_urls_out_of_the_roots_are_422(
         assert message in body["error"], (url, body)
         if str(secret) not in url:
             assert str(secret) not in body["error"], "never where a link leads"
+
+
+async def test_a_mirax_slide_and_its_data_directory_are_read_through_file_urls(
+    aiohttp_client: MakeClient, tmp_path: Path, slide_root: Path
+) -> None:
+    inside = write_mirax(slide_root / "case" / "mx.mrxs", columns=3, rows=2, mpp=0.24)
+    outside = write_mirax(tmp_path / "elsewhere" / "out.mrxs")
+    (slide_root / "out.mrxs").symlink_to(outside)
+    (slide_root / "split.mrxs").write_bytes(outside.read_bytes())
+    (slide_root / "split").symlink_to(outside.with_suffix(""), target_is_directory=True)
+    client = await start(aiohttp_client, tmp_path / "data", file_roots=(slide_root,))
+    done = await wait_for_job(client, (await submit(client, f"file://{inside}"))["job_id"])
+    image = done["image"]
+    assert image["format"] == "mirax", done
+    assert (image["width"], image["height"]) == (768, 512)
+    assert image["mpp"] == pytest.approx(0.24)
+    body = await refused(client, f"file://{slide_root}/out.mrxs")
+    assert "outside the directories" in body["error"]
+    body = await refused(client, f"file://{slide_root}/split.mrxs")
+    assert "the data directory of" in body["error"], body
 
 
 async def test_the_callback_url_stays_http_only(
