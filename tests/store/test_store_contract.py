@@ -847,6 +847,40 @@ async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backe
     assert len((await again.list()).jobs) == 2
 
 
+async def test_migration_0004_adds_and_drops_the_image_column_keeping_jobs(
+    sql_backend: Backend,
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import Connection
+
+    import primaa.store
+
+    store = await sql_backend.open()
+    await create_jobs(store, 2)
+
+    def migrate(revision: str, *, down: bool = False) -> Callable[[Connection], None]:
+        def run(conn: Connection) -> None:
+            config = Config()
+            location = pathlib.Path(primaa.store.__file__).with_name("migrations")
+            config.set_main_option("script_location", str(location))
+            config.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(config, revision)
+
+        return run
+
+    await store.run(migrate("0002", down=True))
+    state, _ = await _schema_state(store)
+    assert state == ["0002"]
+    await store.run(migrate("head"))
+    assert await _schema_state(store) == (["0004"], [])
+    job = await run_one(store)
+    assert job.image is None
+    await store.set_image(job.job_id, IMAGE)
+    assert (await store.get(job.job_id)) == job.evolve(image=IMAGE)
+    assert len((await store.list()).jobs) == 2
+
+
 def test_jobs_columns_follow_the_job_fields() -> None:
     """tables.py keeps the jobs columns in the order of the Job fields, so the schema
     reads like the model (rows are decoded by column name)."""
