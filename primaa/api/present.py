@@ -47,6 +47,7 @@ def present_job(job: Job, deliveries: Sequence[Delivery] | None = None) -> dict[
         "algorithm_name": job.algorithm,
         "parameters": dict(job.parameters),
         "image_url": job.image_url,
+        "image": dict(job.image) if job.image is not None else None,
         "progress_percent": job.progress_percent,
         # The name of earlier versions, kept for the clients that read it.
         "progress": job.progress_percent,

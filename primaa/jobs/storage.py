@@ -115,6 +115,12 @@ class JobStore(Protocol):
     async def set_progress(self, job_id: str, progress_percent: float) -> None:
         """Record progress (0-100) of a Running job; ignored for other states."""
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        """Record what a Running job's image is (a JSON object); ignored for other states.
+
+        Only this writes ``Job.image``: a final write leaves it as it is.
+        """
+
     async def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a Pending job at once, or flag a Running one for cancellation.
 

@@ -177,6 +177,11 @@ class MemoryStore:
         if job is not None and job.status is JobStatus.RUNNING:
             self._jobs[job_id] = job.evolve(progress_percent=progress_percent)
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.status is JobStatus.RUNNING:
+            self._jobs[job_id] = job.evolve(image=_json_copy(image))
+
     async def request_cancel(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None or job.status.is_terminal:
@@ -210,6 +215,7 @@ class MemoryStore:
             raise ValueError(f"delivery {delivery.delivery_id} already exists")
         self._jobs[job.job_id] = job.evolve(
             parameters=current.parameters,
+            image=current.image,
             cancel_requested=job.cancel_requested or current.cancel_requested,
         )
         if result is not None:

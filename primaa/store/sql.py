@@ -190,6 +190,10 @@ class SqlStore:
         params = {"id": job_id, "new_progress": progress_percent}
         await self.run(lambda conn: conn.execute(st.SET_PROGRESS, params))
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        params = {"id": job_id, "new_image": dict(image)}
+        await self.run(lambda conn: conn.execute(st.SET_IMAGE, params))
+
     async def request_cancel(self, job_id: str) -> Job | None:
         now = time.time()
 
