@@ -7,6 +7,9 @@ from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 from primaa.jobs.model import DeliveryStatus, JobStatus
 
 STATUSES = [s.value for s in JobStatus]
+#: Objects in one ``bbox`` answer by default, and at most.
+RESULT_WINDOW_LIMIT = 20_000
+MAX_RESULT_WINDOW_LIMIT = 500_000
 HTTP_SCHEMES = {"http", "https"}
 
 
@@ -157,6 +160,24 @@ class ResultQuerySchema(Schema):
         validate=validate.OneOf(["geojson", "qupath"]),
         metadata={
             "description": "`geojson`: one Feature; `qupath`: a FeatureCollection QuPath imports."
+        },
+    )
+    bbox = fields.String(
+        metadata={
+            "description": (
+                "`x0,y0,x1,y1` in level-0 pixels (x0 < x1, y0 < y1): only the objects meeting"
+                " this window (a point inside it, a polygon whose bounding box meets it), with"
+                " `properties.view` giving their count and, past `limit`, a density grid."
+                " A malformed bbox is 400. GeoJSON only."
+            ),
+            "example": "0,0,2048,2048",
+        }
+    )
+    limit = fields.Integer(
+        load_default=RESULT_WINDOW_LIMIT,
+        validate=validate.Range(min=1, max=MAX_RESULT_WINDOW_LIMIT),
+        metadata={
+            "description": "With `bbox`: at most this many objects (an evenly spaced sample)."
         },
     )
 

@@ -28,6 +28,7 @@ from primaa.jobs.errors import (
     UnknownAlgorithm,
     schema_messages,
 )
+from primaa.jobs.images import JobImages
 from primaa.jobs.model import Delivery, Job, JobState, JobStatus, new_id
 from primaa.jobs.outcomes import Outcomes
 from primaa.jobs.ports import Notifier
@@ -66,6 +67,7 @@ class JobManager:
         wake_dispatcher: Callable[[], None],
         max_job_timeout: float,
         check_url: Callable[[str], object] | None = None,
+        images: JobImages,
         clock: Callable[[], float],
     ) -> None:
         self.store = store
@@ -77,6 +79,7 @@ class JobManager:
         self._wake_dispatcher = wake_dispatcher
         self._max_job_timeout = max_job_timeout
         self._check_url = check_url
+        self._images = images
         self._clock = clock
         #: One parameter schema per algorithm: building a marshmallow schema costs three
         #: times as much as loading a submission's parameters with it.
@@ -171,6 +174,13 @@ class JobManager:
         if result is None:
             raise ResultNotReady(job_id, job.status)
         return result
+
+    async def image_path(self, job_id: str, *, client_id: str | None = None) -> Path | None:
+        """The local file of a job's image, for the viewer; ``None`` when there is none here.
+
+        The one door to a job's pixels: a job another client owns is not found.
+        """
+        return self._images.path_of(await self.get(job_id, client_id=client_id))
 
     async def deliveries(self, job: Job) -> builtins.list[Delivery]:
         """The callback deliveries of a job the caller already read (and may see)."""
