@@ -41,8 +41,10 @@ def test_only_points_in_the_window_with_their_measurements() -> None:
     assert window["geometry"]["coordinates"] == [[10, 10], [20, 5]]
     assert window["properties"]["object_measurements"] == [{"n": 1}, {"n": 2}]
     view = window["properties"]["view"]
-    assert view["objects_in_view"] == 2 and view["returned"] == 2
-    assert view["objects_total"] == 4 and view["truncated"] is False
+    assert view["objects_in_view"] == 2
+    assert view["returned"] == 2
+    assert view["objects_total"] == 4
+    assert view["truncated"] is False
     assert view["density"] is None
     assert window["properties"]["job_id"] == "j"
 
@@ -67,7 +69,7 @@ def test_past_the_limit_an_even_sample_and_a_density_grid() -> None:
     assert view["returned"] == len(window["geometry"]["coordinates"]) == 500
     assert view["truncated"] is True
     xs = [p[0] for p in window["geometry"]["coordinates"]]
-    assert min(xs) == 0 and max(xs) == 50, "spread over the window, not its first objects"
+    assert (min(xs), max(xs)) == (0, 50), "spread over the window, not its first objects"
     density = view["density"]
     assert sum(map(sum, density["counts"])) == view["objects_in_view"]
     assert len(density["counts"]) == density["rows"] == 32

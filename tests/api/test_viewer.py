@@ -52,7 +52,8 @@ async def test_a_finished_jobs_image_in_deep_zoom(
     assert dzi.status == 200
     assert dzi.content_type == "application/xml"
     text = await dzi.text()
-    assert 'TileSize="254"' in text and '<Size Width="160" Height="120"/>' in text
+    assert 'TileSize="254"' in text
+    assert '<Size Width="160" Height="120"/>' in text
 
     tile = await client.get(f"/jobs/{job_id}/image_files/8/0_0.jpeg")
     assert tile.status == 200

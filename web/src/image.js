@@ -35,6 +35,27 @@ export function openImage(area, base, signal) {
     notice,
     el("div", { className: "viewer-wrap", id: "viewer-wrap" }, osdHost, canvas));
 
+  let wanted = false;
+  const handle = { resultReady() { wanted = true; } };
+  // Ask first, so an image that is not available is said in words (OpenSeadragon would
+  // only log its failure to the console).
+  call(`${base}/image.dzi`).then(async (response) => {
+    if (signal.aborted) return;
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      notice.textContent = `The image cannot be shown: ${body.error || `HTTP ${response.status}`}.`;
+      return;
+    }
+    const shown = showImage({ osdHost, canvas, toggle, count, notice }, base, signal);
+    handle.resultReady = shown.resultReady;
+    if (wanted) shown.resultReady();
+  }).catch((error) => { notice.textContent = `The image cannot be shown: ${error.message}.`; });
+  return {
+    resultReady() { handle.resultReady(); },
+  };
+}
+
+function showImage({ osdHost, canvas, toggle, count, notice }, base, signal) {
   const viewer = OpenSeadragon({
     element: osdHost,
     tileSources: `${base}/image.dzi`,
@@ -105,10 +126,8 @@ export function openImage(area, base, signal) {
   }
 
   viewer.addHandler("open", () => { notice.textContent = ""; settle(); });
-  viewer.addHandler("open-failed", async () => {
-    const response = await call(`${base}/image.dzi`).catch(() => null);
-    const body = response ? await response.json().catch(() => ({})) : {};
-    notice.textContent = `The image cannot be shown: ${body.error || "it is not available"}.`;
+  viewer.addHandler("open-failed", (event) => {
+    notice.textContent = `The image cannot be shown: ${event.message || "it could not be opened"}.`;
   });
   viewer.addHandler("update-viewport", redraw);
   viewer.addHandler("animation-finish", settle);
@@ -116,7 +135,6 @@ export function openImage(area, base, signal) {
   toggle.addEventListener("change", redraw);
 
   return {
-    viewer,
     resultReady() {
       if (resultReady) return;
       resultReady = true;
