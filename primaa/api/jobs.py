@@ -227,12 +227,13 @@ async def get_job(request: web.Request) -> web.Response:
 async def get_result(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     query = request[QUERY]
+    feature: Mapping[str, Any]
     if "bbox" in query:
-        return json_response(
-            await _result_window(request, query["bbox"], query["limit"]),
-            content_type="application/geo+json",
+        feature = await _result_window(request, query["bbox"], query["limit"])
+    else:
+        feature = await manager.result(
+            request.match_info["job_id"], client_id=client_id_of(request)
         )
-    feature = await manager.result(request.match_info["job_id"], client_id=client_id_of(request))
     if query["format"] == "qupath":
         return json_response(feature_to_qupath(feature), content_type="application/geo+json")
     return json_response(dict(feature), content_type="application/geo+json")
@@ -240,8 +241,6 @@ async def get_result(request: web.Request) -> web.Response:
 
 async def _result_window(request: web.Request, bbox_text: str, limit: int) -> dict[str, Any]:
     """The result's objects in a window, from an index built once per result, off the loop."""
-    if request[QUERY]["format"] != "geojson":
-        raise ApiError(400, "bad_request", "`bbox` works with format=geojson only")
     try:
         bbox = parse_bbox(bbox_text)
     except BadBbox as exc:

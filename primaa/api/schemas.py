@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from primaa.jobs.model import DeliveryStatus, JobStatus
+from primaa.results.bbox import BBOX_PATTERN
 
 STATUSES = [s.value for s in JobStatus]
 #: Objects in one ``bbox`` answer by default, and at most.
@@ -165,12 +166,13 @@ class ResultQuerySchema(Schema):
     bbox = fields.String(
         metadata={
             "description": (
-                "`x0,y0,x1,y1` in level-0 pixels (x0 < x1, y0 < y1): only the objects meeting"
+                "`x0,y0,x1,y1` in level-0 pixels (two opposite corners): only the objects meeting"
                 " this window (a point inside it, a polygon whose bounding box meets it), with"
                 " `properties.view` giving their count and, past `limit`, a density grid."
-                " A malformed bbox is 400. GeoJSON only."
+                " With `format=qupath`, those objects for QuPath. A malformed bbox is 400."
             ),
             "example": "0,0,2048,2048",
+            "pattern": BBOX_PATTERN,
         }
     )
     limit = fields.Integer(

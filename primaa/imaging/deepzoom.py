@@ -129,7 +129,9 @@ class DeepZoomTiles:
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="primaa-deepzoom")
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        """Drop queued renders and wait for the one in hand (a tile: milliseconds), so no
+        thread finishes after the event loop closed."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             self._tiles.clear()
             slides, self._slides = list(self._slides.values()), collections.OrderedDict()

@@ -27,11 +27,17 @@ DENSITY_CELLS: Final = 32
 Bbox = tuple[float, float, float, float]
 
 
+#: What the API documents: four plain decimal numbers (no exponent, so always finite).
+BBOX_PATTERN: Final = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?(,-?[0-9]{1,15}(\.[0-9]{1,15})?){3}$"
+
+
 class BadBbox(ValueError):
-    """A ``bbox`` that is not four finite numbers x0,y0,x1,y1 with x0 < x1 and y0 < y1."""
+    """A ``bbox`` that is not four finite numbers x0,y0,x1,y1."""
 
 
 def parse_bbox(text: str) -> Bbox:
+    """``x0,y0,x1,y1``, either corner first: the window is the box between the two points
+    (a zero width or height is a line or a point, which still meets what lies on it)."""
     parts = text.split(",")
     if len(parts) != 4:
         raise BadBbox(f"bbox must be four numbers x0,y0,x1,y1; got {len(parts)} values")
@@ -41,9 +47,7 @@ def parse_bbox(text: str) -> Bbox:
         raise BadBbox("bbox must be four numbers x0,y0,x1,y1") from None
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
         raise BadBbox("bbox values must be finite numbers")
-    if not (x0 < x1 and y0 < y1):
-        raise BadBbox("bbox must have x0 < x1 and y0 < y1")
-    return x0, y0, x1, y1
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ class ResultIndex:
     def _density(self, inside: npt.NDArray[np.intp], bbox: Bbox) -> dict[str, Any]:
         """Object counts on a grid over the window, by each object's centre."""
         x0, y0, x1, y1 = bbox
-        side = max(x1 - x0, y1 - y0) / DENSITY_CELLS
+        side = max(x1 - x0, y1 - y0, 1.0) / DENSITY_CELLS
         cols = max(1, math.ceil((x1 - x0) / side))
         rows = max(1, math.ceil((y1 - y0) / side))
         boxes = self.boxes[inside]
