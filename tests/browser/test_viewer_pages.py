@@ -3,6 +3,7 @@ cancel, give an API key; no console errors, no CSP violations, job data shown as
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from primaa.jobs.model import JobStatus
 from tests.browser.conftest import Viewer, insert_finished
-from tests.conftest import ImageServer, make_settings
+from tests.conftest import CallbackReceiver, ImageServer, make_settings
 from tests.imaging.conftest import SVS
 
 KEY = "viewer-key-6f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -55,8 +56,16 @@ async def test_submit_through_the_form_watch_it_complete_and_see_the_detections(
     assert await _drawn_pixels(viewer) == 0
     await page.check("#toggle-overlay")
     assert await _drawn_pixels(viewer) > 0
-    assert await page.is_visible("#download-geojson")
-    assert await page.is_visible("#download-qupath")
+    async with page.expect_download() as geojson_download:
+        await page.click("#download-geojson")
+    download = await geojson_download.value
+    assert download.suggested_filename == f"{job_id}.geojson"
+    saved = _read_json(await download.path())
+    assert saved["geometry"]["type"] == "MultiPoint"
+    async with page.expect_download() as qupath_download:
+        await page.click("#download-qupath")
+    saved = _read_json(await (await qupath_download.value).path())
+    assert saved["type"] == "FeatureCollection"
     assert not await page.is_visible("#cancel-job")
 
     await page.click("a[href='#/jobs']")
@@ -112,6 +121,59 @@ async def test_cancel_a_running_job(
     await page.click("#cancel-job")
     await page.wait_for_selector("#job-status:text-is('Cancelled')", timeout=30_000)
     assert not await page.is_visible("#cancel-job")
+    await viewer.assert_clean()
+
+
+async def test_callback_deliveries_are_listed(
+    open_viewer: Any,
+    image_server: ImageServer,
+    callback_receiver: CallbackReceiver,
+    tmp_path: Path,
+) -> None:
+    viewer: Viewer = await open_viewer(make_settings(tmp_path / "data"))
+    callback_receiver.answers.append(503)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            str(viewer.server.make_url("/jobs")),
+            json={
+                "image_url": image_server.url("/tile.png"),
+                "algorithm_name": "test_sleep",
+                "parameters": {"seconds": 0.1, "steps": 2},
+                "callback_url": callback_receiver.url,
+            },
+        )
+        job_id = (await response.json())["job_id"]
+    await callback_receiver.next()
+    page = viewer.page
+    await page.goto(viewer.url(f"#/jobs/{job_id}"))
+    rows = page.locator("#deliveries-table tbody tr")
+    await rows.nth(1).wait_for()
+    assert await rows.nth(0).locator("td").nth(1).text_content() == "503"
+    assert await rows.nth(1).locator("td").nth(1).text_content() == "200"
+    assert callback_receiver.url in (await page.text_content("#deliveries") or "")
+    await viewer.assert_clean()
+
+
+async def test_the_jobs_list_pages_newest_first(open_viewer: Any, tmp_path: Path) -> None:
+    viewer: Viewer = await open_viewer(make_settings(tmp_path / "data"))
+    ids = [
+        await insert_finished(viewer.server, status=JobStatus.CANCELLED, error="cancelled")
+        for _ in range(27)
+    ]
+    page = viewer.page
+    await page.goto(viewer.url("#/jobs"))
+    rows = page.locator("#jobs-body tr[data-job-id]")
+    await rows.nth(24).wait_for()
+    assert await rows.count() == 25
+    assert await rows.nth(0).get_attribute("data-job-id") == ids[-1]
+    assert await page.is_disabled("#page-prev")
+    await page.click("#page-next")
+    await page.wait_for_selector("#page-label:text-is('page 2')")
+    await page.wait_for_selector(f"tr[data-job-id='{ids[0]}']")
+    assert await rows.count() == 2
+    assert await page.is_disabled("#page-next")
+    await page.click("#page-prev")
+    await page.wait_for_selector(f"tr[data-job-id='{ids[-1]}']")
     await viewer.assert_clean()
 
 
@@ -207,6 +269,10 @@ async def test_a_large_slide_result_loads_only_windows_while_zooming(
     assert not [u for u in viewer.requests if u.endswith("/result")], "never the whole result"
     assert await _drawn_pixels(viewer) > 0
     await viewer.assert_clean()
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 def _windows(requests: list[str]) -> list[tuple[tuple[float, ...], int]]:
