@@ -21,12 +21,14 @@ from primaa.api.openapi import build_openapi
 from primaa.api.routes import add_routes
 from primaa.appkeys import (
     CLIENT_SESSION,
+    DEEP_ZOOM,
     DISPATCHER,
     MANAGER,
     METRICS,
     OPENAPI,
     OUTBOX,
     REGISTRY,
+    RESULT_INDEXES,
     SETTINGS,
     STORE,
     URL_GUARD,
@@ -34,6 +36,7 @@ from primaa.appkeys import (
 from primaa.config import Settings
 from primaa.execution.on_loop import LoopExecutor
 from primaa.execution.pool import ProcessPoolRunner
+from primaa.imaging.deepzoom import DeepZoomTiles
 from primaa.imaging.fetch import ImageFetcher
 from primaa.imaging.file_roots import FileRoots
 from primaa.imaging.sources import ImageSources
@@ -43,6 +46,7 @@ from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
+from primaa.results.bbox import ResultIndexCache
 from primaa.store.factory import open_store_from_url
 from primaa.webhooks.outbox import Outbox, WebhookSender
 from primaa.webhooks.retry import RetryPolicy
@@ -73,7 +77,7 @@ def create_app(
     app[STORE] = store or open_store_from_url(settings.resolved_database_url)
     add_routes(app)
     app[OPENAPI] = build_openapi(app, app[REGISTRY], __version__)
-    app.cleanup_ctx.extend([_store_ctx, _http_ctx, _jobs_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _http_ctx, _viewer_ctx, _jobs_ctx])
     return app
 
 
@@ -93,6 +97,17 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         app[CLIENT_SESSION] = session
         yield
+
+
+async def _viewer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The viewer's Deep Zoom tiles: their render threads and caches."""
+    tiles = DeepZoomTiles(tile_cache=app[SETTINGS].viewer_tile_cache)
+    app[DEEP_ZOOM] = tiles
+    app[RESULT_INDEXES] = ResultIndexCache()
+    try:
+        yield
+    finally:
+        tiles.close()
 
 
 async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -158,6 +173,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             max_job_timeout=settings.max_job_timeout,
             max_unfinished=settings.max_unfinished_jobs,
             spool_dir=settings.spool_dir,
+            image_retention=settings.image_retention_seconds,
         ),
         check_url=guard.check_url,
     )

@@ -8,12 +8,14 @@ import aiohttp
 from aiohttp import web
 
 from primaa.config import Settings
+from primaa.imaging.deepzoom import DeepZoomTiles
 from primaa.imaging.urlguard import UrlGuard
 from primaa.jobs.dispatcher import Dispatcher
 from primaa.jobs.manager import JobManager
 from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.plugins.registry import AlgorithmRegistry
+from primaa.results.bbox import ResultIndexCache
 from primaa.webhooks.outbox import Outbox
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,6 +28,8 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
+DEEP_ZOOM = web.AppKey("deep_zoom", DeepZoomTiles)
+RESULT_INDEXES = web.AppKey("result_indexes", ResultIndexCache)
 
 #: Per request: its id, the validated JSON body and query, and the API key that made it.
 REQUEST_ID = web.RequestKey("request_id", str)

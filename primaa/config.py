@@ -88,6 +88,10 @@ class Settings:
     file_roots: tuple[Path, ...] = ()
     #: Largest decoded image; bigger ones fail before decoding (decompression bombs).
     max_image_pixels: int = 400_000_000
+    #: Seconds a finished job's image is kept for the web viewer; 0: removed when it ends.
+    image_retention_seconds: float = 86_400.0
+    #: Deep-zoom tiles (encoded JPEGs) the viewer's tile cache holds, across all jobs.
+    viewer_tile_cache: int = 2048
     fetch_connect_timeout: float = 10.0
     fetch_read_timeout: float = 60.0
     fetch_total_timeout: float = 900.0
@@ -326,6 +330,12 @@ def _validate(settings: Settings) -> None:
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
     require(settings.min_body_rate >= 0, "min_body_rate", "must not be negative")
     require(settings.max_connections >= 0, "max_connections", "must be 0 (auto) or more")
+    require(
+        settings.image_retention_seconds >= 0,
+        "image_retention_seconds",
+        "must be 0 (remove when the job ends) or more seconds",
+    )
+    require(settings.viewer_tile_cache >= 0, "viewer_tile_cache", "must not be negative")
     require(settings.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")
     require(
         settings.worker_memory_limit_mb == 0

@@ -5,8 +5,12 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from primaa.jobs.model import DeliveryStatus, JobStatus
+from primaa.results.bbox import BBOX_PATTERN
 
 STATUSES = [s.value for s in JobStatus]
+#: Objects in one ``bbox`` answer by default, and at most.
+RESULT_WINDOW_LIMIT = 20_000
+MAX_RESULT_WINDOW_LIMIT = 500_000
 HTTP_SCHEMES = {"http", "https"}
 
 
@@ -207,6 +211,25 @@ class ResultQuerySchema(Schema):
         validate=validate.OneOf(["geojson", "qupath"]),
         metadata={
             "description": "`geojson`: one Feature; `qupath`: a FeatureCollection QuPath imports."
+        },
+    )
+    bbox = fields.String(
+        metadata={
+            "description": (
+                "`x0,y0,x1,y1` in level-0 pixels (two opposite corners): only the objects meeting"
+                " this window (a point inside it, a polygon whose bounding box meets it), with"
+                " `properties.view` giving their count and, past `limit`, a density grid."
+                " With `format=qupath`, those objects for QuPath. A malformed bbox is 400."
+            ),
+            "example": "0,0,2048,2048",
+            "pattern": BBOX_PATTERN,
+        }
+    )
+    limit = fields.Integer(
+        load_default=RESULT_WINDOW_LIMIT,
+        validate=validate.Range(min=1, max=MAX_RESULT_WINDOW_LIMIT),
+        metadata={
+            "description": "With `bbox`: at most this many objects (an evenly spaced sample)."
         },
     )
 

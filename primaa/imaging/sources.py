@@ -68,6 +68,14 @@ class ImageSources:
         except FileUrlRefused as exc:
             raise ImageUnreadable(str(exc)) from None
 
+    async def in_place(self, url: str) -> Path | None:
+        if not is_file_url(url):
+            return None
+        try:
+            return await asyncio.to_thread(self._roots.resolve, url)
+        except FileUrlRefused:
+            return None
+
     async def describe(self, path: Path) -> dict[str, Any]:
         """Open the image in a thread and say what it is; raise :class:`ImageUnreadable`."""
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from primaa.jobs.admission import Admission
 from primaa.jobs.dispatcher import Dispatcher, DispatchPolicy
+from primaa.jobs.images import JobImages
 from primaa.jobs.manager import JobManager
 from primaa.jobs.outcomes import FailurePolicy, Outcomes
 from primaa.jobs.ports import Executor, ImageSource, JobMetrics, Notifier
@@ -31,6 +32,8 @@ class CorePolicy:
     max_job_timeout: float
     max_unfinished: int
     spool_dir: Path
+    #: Seconds a finished job's image is kept for the viewer; 0: removed when it ends.
+    image_retention: float = 0.0
     housekeeping_interval: float = 1.0
 
 
@@ -58,12 +61,13 @@ def build_jobs_core(
         # Reporting the same fraction twice (one executor for both) changes nothing.
         executor.on_progress(running.report)
     admission = Admission(store, max_unfinished=policy.max_unfinished, clock=clock)
+    job_images = JobImages(policy.spool_dir, retention=policy.image_retention, clock=clock)
     outcomes = Outcomes(
         store=store,
         notifier=notifier,
         metrics=metrics,
         admission=admission,
-        spool_dir=policy.spool_dir,
+        images=job_images,
         clock=clock,
     )
     manager = JobManager(
@@ -76,7 +80,8 @@ def build_jobs_core(
         wake_dispatcher=lambda: dispatcher.wake(),
         max_job_timeout=policy.max_job_timeout,
         check_url=check_url,
-        check_image_url=images.check,
+        sources=images,
+        images=job_images,
         clock=clock,
     )
     runner = JobRunner(
@@ -107,6 +112,7 @@ def build_jobs_core(
             max_attempts=policy.max_attempts,
             housekeeping_interval=policy.housekeeping_interval,
         ),
+        images=job_images,
         clock=clock,
     )
     return JobsCore(manager=manager, dispatcher=dispatcher)

@@ -13,13 +13,13 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
 from primaa.jobs.admission import Admission
 from primaa.jobs.errors import StorageUnavailable, UnknownAlgorithm
+from primaa.jobs.images import JobImages
 from primaa.jobs.model import Delivery, Job, JobStatus
 from primaa.jobs.ports import (
     JobInterrupted,
@@ -92,14 +92,14 @@ class Outcomes:
         notifier: Notifier,
         metrics: JobMetrics,
         admission: Admission,
-        spool_dir: Path,
+        images: JobImages,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._metrics = metrics
         self._admission = admission
-        self._spool_dir = spool_dir
+        self._images = images
         self._clock = clock
 
     async def finish(
@@ -125,7 +125,7 @@ class Outcomes:
                 final, expected=expected, result=feature, delivery=delivery, holder=holder
             ),
         )
-        self._cleanup_spool(final)
+        self._images.release(final)
         self._admission.job_ended()
         seconds = (final.finished_at or 0.0) - (final.started_at or final.created_at)
         self._metrics.job_finished(final.algorithm, str(status), seconds)
@@ -234,10 +234,3 @@ class Outcomes:
                 self._notifier.wake()
         if outcome.retried:
             log.info("jobs_requeued", count=len(outcome.retried))
-
-    def _cleanup_spool(self, job: Job) -> None:
-        """Spooled images are kept for retries and removed once the job is final."""
-        if job.image_path is not None:
-            Path(job.image_path).unlink(missing_ok=True)
-        if job.image_url is not None:
-            (self._spool_dir / f"{job.job_id}.img").unlink(missing_ok=True)

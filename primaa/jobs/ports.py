@@ -112,6 +112,10 @@ class ImageSource(Protocol):
         ``mpp``, ``levels``, ``format``...); raise :class:`ImageUnavailable` when it
         cannot be used (damaged, unknown format, over a limit)."""
 
+    async def in_place(self, url: str) -> Path | None:
+        """The file of an image read where it is (``file://``, still under its root);
+        ``None`` for one that is fetched into the spool, or no longer allowed."""
+
 
 class Notifier(Protocol):
     def wake(self) -> None:

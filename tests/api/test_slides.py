@@ -127,6 +127,24 @@ async def test_a_slide_under_a_root_is_read_in_place_and_described(
     assert spooled == [], "a file:// slide is never copied to the spool"
 
 
+async def test_the_viewer_shows_a_slide_on_shared_storage_in_place(
+    aiohttp_client: MakeClient, tmp_path: Path, slide_root: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path / "data", file_roots=(slide_root,))
+    job = await submit(client, f"file://{slide_root}/cmu.svs")
+    await wait_for_job(client, job["job_id"])
+    dzi = await client.get(f"/jobs/{job['job_id']}/image.dzi")
+    assert dzi.status == 200
+    assert '<Size Width="2220" Height="2967"/>' in await dzi.text()
+    tile = await client.get(f"/jobs/{job['job_id']}/image_files/12/0_0.jpeg")
+    assert tile.status == 200
+    assert tile.content_type == "image/jpeg"
+    # Out of the roots now (moved away): the viewer no longer reads it.
+    (slide_root / "cmu.svs").rename(tmp_path / "elsewhere.svs")
+    gone = await client.get(f"/jobs/{job['job_id']}/image.dzi")
+    assert gone.status == 404
+
+
 async def test_file_urls_out_of_the_roots_are_422(
     aiohttp_client: MakeClient, tmp_path: Path, slide_root: Path
 ) -> None:
