@@ -42,11 +42,16 @@ from primaa.metrics import Metrics
 from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 from primaa.store.factory import open_store_from_url
-from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
+from primaa.webhooks.sender import WebhookSender
 from primaa.webhooks.signing import decode_secret
 
 log = structlog.get_logger(__name__)
+
+#: A delivery's claim outlasts one attempt (``webhook_timeout``) by this much, so a
+#: live holder records its attempt before anyone may take the delivery over.
+CLAIM_MARGIN_SECONDS = 5.0
 
 
 def create_app(
@@ -117,7 +122,18 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_key=decode_secret(settings.webhook_secret) if settings.webhook_secret else None,
         check_url=guard.check_url,
     )
-    outbox = Outbox(store, sender, RetryPolicy(schedule=settings.webhook_retry_schedule))
+    outbox = Outbox(
+        store,
+        sender,
+        RetryPolicy(schedule=settings.webhook_retry_schedule),
+        OutboxPolicy(
+            concurrency=settings.webhook_concurrency,
+            per_host=settings.webhook_concurrency_per_host,
+            claim_seconds=settings.webhook_timeout + CLAIM_MARGIN_SECONDS,
+            poll_interval=settings.poll_interval,
+            shutdown_grace=settings.webhook_shutdown_grace_seconds,
+        ),
+    )
     outbox.on_attempt(
         lambda _d, _a, status: app[METRICS].webhook_attempts.labels(str(status)).inc()
     )
@@ -147,6 +163,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             max_job_timeout=settings.max_job_timeout,
             max_unfinished=settings.max_unfinished_jobs,
             spool_dir=settings.spool_dir,
+            poll_interval=settings.poll_interval,
         ),
         check_url=guard.check_url,
     )
@@ -154,6 +171,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DISPATCHER] = dispatcher = core.dispatcher
     app[OUTBOX] = outbox
     await dispatcher.recover()
+    if store.exclusive:
+        await outbox.recover()
     store_loops = [
         _supervised("dispatcher", dispatcher.run),
         _supervised("housekeeping", dispatcher.housekeeping),
@@ -174,7 +193,10 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # closed is an error); whatever has not stopped in time is cancelled.
         await dispatcher.close()
         outbox.stop()
-        _, late = await asyncio.wait(store_loops, timeout=settings.webhook_timeout + 1.0)
+        # The outbox gives its deliveries in flight the shutdown grace, then cuts them off.
+        _, late = await asyncio.wait(
+            store_loops, timeout=settings.webhook_shutdown_grace_seconds + 2.0
+        )
         for task in (*late, monitor):
             task.cancel()
         await asyncio.gather(*store_loops, monitor, return_exceptions=True)

@@ -32,6 +32,8 @@ class CorePolicy:
     max_unfinished: int
     spool_dir: Path
     housekeeping_interval: float = 1.0
+    #: Seconds between claims when nothing wakes the dispatcher.
+    poll_interval: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ def build_jobs_core(
             lease_seconds=policy.lease_seconds,
             max_attempts=policy.max_attempts,
             housekeeping_interval=policy.housekeeping_interval,
+            poll_interval=policy.poll_interval,
         ),
         clock=clock,
     )

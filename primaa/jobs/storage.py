@@ -47,6 +47,10 @@ class StaleJob(Exception):
     """The job was not in the expected state: someone else moved it first."""
 
 
+class LostClaim(KeyError):
+    """The delivery's claim is no longer this process's: its attempt is not recorded."""
+
+
 class JobStore(Protocol):
     #: True when one service process owns the store (SQLite file, memory): at
     #: start-up every Running job is an orphan of a previous run and can be requeued
@@ -145,7 +149,18 @@ class JobStore(Protocol):
         """Number of jobs per (algorithm, status), for metrics and back-pressure."""
 
     async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first."""
+        """Pending deliveries whose next attempt is due, oldest first, claimed or not."""
+
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]:
+        """Claim up to ``limit`` due deliveries for ``holder`` until ``now + claim_seconds``.
+
+        Oldest first; a delivery claimed by anyone and not expired is left out, and so
+        is any delivery to a receiver host that already has ``per_host`` claims in
+        flight (one slow receiver cannot take every slot). A claim whose holder died
+        expires and is taken over. Each attempt is sent by the holder of its claim only.
+        """
 
     async def record_attempt(
         self,
@@ -154,10 +169,22 @@ class JobStore(Protocol):
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
     ) -> None:
-        """Append an attempt and set the delivery's new status and next attempt time.
+        """Append an attempt, set the delivery's new status and next attempt time, and
+        give its claim up.
 
-        ``next_attempt_at=None`` keeps the current time; an unknown delivery is a ``KeyError``.
+        ``next_attempt_at=None`` keeps the current time; an unknown delivery is a
+        ``KeyError``. With ``holder``, only while ``holder`` holds the claim: a claim
+        taken over by another process is :class:`LostClaim`, and nothing is written.
+        """
+
+    async def release_deliveries(self, delivery_ids: Sequence[str] | None, *, holder: str) -> None:
+        """Give claims back without an attempt, so they are due again at once.
+
+        ``delivery_ids`` held by ``holder`` (an outbox that stops mid-send), or with
+        ``None`` every claim of every holder (the start of a store one process owns:
+        its claims are a previous run's).
         """
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]: ...
@@ -170,9 +197,13 @@ class JobStore(Protocol):
 
 
 class DeliveryStore(Protocol):
-    """The part of the store the outbox uses: due callbacks in, attempts out."""
+    """The part of the store the outbox uses: due callbacks claimed, attempts recorded."""
 
     async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]: ...
+
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]: ...
 
     async def record_attempt(
         self,
@@ -181,4 +212,9 @@ class DeliveryStore(Protocol):
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
+    ) -> None: ...
+
+    async def release_deliveries(
+        self, delivery_ids: Sequence[str] | None, *, holder: str
     ) -> None: ...

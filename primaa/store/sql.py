@@ -30,7 +30,7 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import JobPage, Requeued, StaleJob
+from primaa.jobs.storage import JobPage, LostClaim, Requeued, StaleJob
 from primaa.store import statements as st
 from primaa.store.common import check_limit, decode_cursor, encode_cursor
 from primaa.store.postgres_access import PostgresAccess
@@ -86,6 +86,7 @@ class SqlStore:
             else PostgresAccess(self.url, engine_options)
         )
         self._claim = st.claim_statement(self.dialect)
+        self._claim_deliveries = st.claim_deliveries_statement(self.dialect)
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` in a transaction: the store's one way to write."""
@@ -247,6 +248,28 @@ class SqlStore:
             await self.run(lambda conn: Rows.of(conn.execute(st.DUE, params)))
         )
 
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]:
+        if limit <= 0:
+            return []
+        params = {
+            "holder": holder,
+            "now": now,
+            "expires": now + claim_seconds,
+            "limit": limit,
+            "per_host": per_host,
+        }
+
+        def claim(conn: Connection) -> Rows:
+            ids = conn.execute(self._claim_deliveries, params).scalars().all()
+            if not ids:
+                return Rows((), [])
+            return Rows.of(conn.execute(st.CLAIMED, {"ids": list(ids)}))
+
+        claimed = await self.run(claim)
+        return deliveries_from_rows(claimed) if claimed.rows else []
+
     async def record_attempt(
         self,
         delivery_id: str,
@@ -254,15 +277,33 @@ class SqlStore:
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
     ) -> None:
-        params = {"id": delivery_id, "new_status": status.value, "next": next_attempt_at}
+        params = {
+            "id": delivery_id,
+            "new_status": status.value,
+            "next": next_attempt_at,
+            "holder": holder,
+        }
 
         def record(conn: Connection) -> None:
             if conn.execute(st.RECORD, params).rowcount != 1:
+                if (
+                    holder is not None
+                    and conn.execute(st.DELIVERY_EXISTS, {"id": delivery_id}).first()
+                ):
+                    raise LostClaim(delivery_id)
                 raise KeyError(delivery_id)
             conn.execute(delivery_attempts.insert(), attempt_row(delivery_id, attempt))
 
         await self.run(record)
+
+    async def release_deliveries(self, delivery_ids: Sequence[str] | None, *, holder: str) -> None:
+        if delivery_ids is None:
+            await self.run(lambda conn: conn.execute(st.RELEASE_ALL))
+        elif delivery_ids:
+            params = {"ids": list(delivery_ids), "holder": holder}
+            await self.run(lambda conn: conn.execute(st.RELEASE, params))
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
         """Read with every ``GET /jobs/{id}``, by the same path as :meth:`get`."""

@@ -1,4 +1,4 @@
-"""The outbox sends each due delivery once, even when a poll overlaps a delivery in flight."""
+"""The outbox sends each due delivery once, even when a claim overlaps a delivery in flight."""
 
 from __future__ import annotations
 
@@ -12,15 +12,20 @@ from aiohttp import web
 
 from primaa.jobs.model import Delivery, Job
 from primaa.store.memory import MemoryStore
-from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.webhooks.outbox import Outbox
 from primaa.webhooks.retry import RetryPolicy
+from primaa.webhooks.sender import WebhookSender
 
 
 class SnapshotThenStall(MemoryStore):
-    """Reads due deliveries, then takes a while to answer, as a busy database does."""
+    """Claims due deliveries, then takes a while to answer, as a busy database does."""
 
-    async def due_deliveries(self, *, now: float, limit: int) -> list[Delivery]:
-        rows = await super().due_deliveries(now=now, limit=limit)
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> list[Delivery]:
+        rows = await super().claim_deliveries(
+            holder=holder, now=now, claim_seconds=claim_seconds, limit=limit, per_host=per_host
+        )
         await asyncio.sleep(0.3)
         return rows
 
