@@ -24,6 +24,7 @@ from primaa.appkeys import (
     DISPATCHER,
     MANAGER,
     METRICS,
+    NOTIFICATIONS,
     OPENAPI,
     OUTBOX,
     REGISTRY,
@@ -41,7 +42,8 @@ from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
-from primaa.store.factory import open_store_from_url
+from primaa.store.factory import notifications_for, open_store_from_url
+from primaa.store.notifications import DELIVERIES_CHANNEL, JOBS_CHANNEL
 from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
 from primaa.webhooks.sender import WebhookSender
@@ -173,6 +175,12 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     await dispatcher.recover()
     if store.exclusive:
         await outbox.recover()
+    notifications = notifications_for(store)
+    if notifications is not None:
+        notifications.on(JOBS_CHANNEL, dispatcher.wake)
+        notifications.on(DELIVERIES_CHANNEL, outbox.wake)
+        await notifications.start()
+        app[NOTIFICATIONS] = notifications
     store_loops = [
         _supervised("dispatcher", dispatcher.run),
         _supervised("housekeeping", dispatcher.housekeeping),
@@ -191,6 +199,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # Loops that write to the store stop at their next step rather than being
         # cancelled mid-write (a database thread finishing after the event loop
         # closed is an error); whatever has not stopped in time is cancelled.
+        if notifications is not None:
+            await notifications.close()
         await dispatcher.close()
         outbox.stop()
         # The outbox gives its deliveries in flight the shutdown grace, then cuts them off.

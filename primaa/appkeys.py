@@ -14,6 +14,7 @@ from primaa.jobs.manager import JobManager
 from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.plugins.registry import AlgorithmRegistry
+from primaa.store.notifications import PostgresNotifications
 from primaa.webhooks.outbox import Outbox
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,6 +27,8 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
+#: Only on PostgreSQL: the LISTEN connection that wakes this replica.
+NOTIFICATIONS = web.AppKey("notifications", PostgresNotifications)
 
 #: Per request: its id, the validated JSON body and query, and the API key that made it.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -6,6 +6,7 @@ import importlib.util
 
 from primaa.jobs.storage import JobStore
 from primaa.store.memory import MemoryStore
+from primaa.store.notifications import PostgresNotifications
 from primaa.store.sql import SqlStore
 from primaa.store.sql_engine import store_url
 
@@ -38,3 +39,12 @@ def open_store_from_url(url: str) -> JobStore:
     if url == MEMORY_URL:
         return MemoryStore()
     return SqlStore(url)
+
+
+def notifications_for(store: JobStore) -> PostgresNotifications | None:
+    """The wake-ups between replicas of a PostgreSQL store; ``None`` where one process
+    owns the store (SQLite, memory) and wakes its own loops."""
+    if isinstance(store, SqlStore) and store.dialect == "postgresql":
+        return PostgresNotifications(store.url, store.engine_options.get("connect_args"))
+    return None
+

@@ -78,6 +78,7 @@ class SqlStore:
         ``create_async_engine`` (PostgreSQL): pool sizes, ``connect_args`` such as a
         PostgreSQL ``search_path``."""
         self.url = store_url(url)
+        self.engine_options: Mapping[str, Any] = dict(engine_options or {})
         self.dialect = self.url.get_backend_name()
         self.exclusive = self.dialect == "sqlite"
         self.database: DatabaseAccess = (

@@ -803,10 +803,10 @@ async def _schema_state(store: JobStore) -> tuple[list[str], list[Any]]:
 async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backend) -> None:
     store = await sql_backend.open()
     await create_jobs(store, 2)
-    assert await _schema_state(store) == (["0003"], [])
+    assert await _schema_state(store) == (["0004"], [])
     await store.open()
     again = await sql_backend.open()
-    assert await _schema_state(again) == (["0003"], [])
+    assert await _schema_state(again) == (["0004"], [])
     assert len((await again.list()).jobs) == 2
 
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from primaa.app import create_app
 from primaa.jobs.model import Delivery, DeliveryStatus, Job
@@ -28,60 +25,11 @@ from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
 from primaa.webhooks.sender import WebhookSender
 from tests.conftest import ImageServer, make_settings
-from tests.webhooks.conftest import Receiver
+from tests.webhooks.conftest import HangingReceiver, Receiver, until
 
 Client = TestClient[Any, Any]
 #: Longer than any test: a hanging request never times out while a test looks at it.
 LONG = 600.0
-
-
-@dataclasses.dataclass
-class HangingReceiver:
-    """Takes every callback and answers none until ``answer`` is set."""
-
-    server: TestServer
-    answer: asyncio.Event
-    #: What each request that arrived / got its answer was about (its job, or ``n``).
-    arrived: list[str]
-    answered: list[str]
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("/callback"))
-
-    @property
-    def hanging(self) -> int:
-        return len(self.arrived) - len(self.answered)
-
-
-@pytest.fixture
-async def hanging_receiver(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> AsyncIterator[HangingReceiver]:
-    answer = asyncio.Event()
-    arrived: list[str] = []
-    answered: list[str] = []
-
-    async def callback(request: web.Request) -> web.Response:
-        body = await request.json()
-        arrived.append(str(body["n"]) if "n" in body else body["properties"]["job_id"])
-        await answer.wait()
-        answered.append(arrived[-1])
-        return web.Response(text="late but fine")
-
-    app = web.Application()
-    app.router.add_post("/callback", callback)
-    receiver = HangingReceiver(await aiohttp_server(app), answer, arrived, answered)
-    yield receiver
-    answer.set()
-
-
-async def until(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not {what} after {within} s")
-        await asyncio.sleep(0.02)
 
 
 async def submit(client: Client, image: ImageServer, callback_url: str) -> str:
