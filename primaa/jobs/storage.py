@@ -133,12 +133,16 @@ class JobStore(Protocol):
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        lease_owner: str | None = None,
     ) -> None:
-        """Write ``job`` (already moved to its new status) if it is still ``expected``.
+        """Write ``job`` (already moved to its new status) if it is still ``expected``
+        and, with ``lease_owner``, still leased to it: a process that lost the lease
+        (it expired, and the job went back to Pending or on to another) cannot end it.
 
         The result and the callback delivery are written in the same transaction
         as the status, so a finished job never lacks its callback. Raises
-        :class:`StaleJob` when the job is no longer in ``expected``, and
+        :class:`StaleJob` when the job is no longer in ``expected`` (or leased to
+        ``lease_owner``), and
         :class:`~primaa.jobs.model.InvalidTransition` when ``expected`` → ``job.status``
         is not a transition at all. A ``cancel_requested`` flag set meanwhile is kept.
         """

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from primaa.jobs.storage import JobStore
+from primaa.store.file_lock import hold_sqlite_database
 from primaa.store.memory import MemoryStore
 from primaa.store.notifications import PostgresNotifications
 from primaa.store.sql import SqlStore
@@ -48,3 +50,13 @@ def notifications_for(store: JobStore) -> PostgresNotifications | None:
         return PostgresNotifications(store.url, store.engine_options.get("connect_args"))
     return None
 
+
+def hold_store(url: str) -> int | None:
+    """For ``primaa serve``: lock a SQLite database to this process (see
+    :mod:`primaa.store.file_lock`); other stores need no lock."""
+    if url == MEMORY_URL:
+        return None
+    parsed = store_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return hold_sqlite_database(Path(parsed.database))

@@ -198,11 +198,14 @@ class MemoryStore:
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        lease_owner: str | None = None,
     ) -> None:
         check_transition(expected, job.status)
         current = self._jobs.get(job.job_id)
         if current is None or current.status is not expected:
             raise StaleJob(f"job {job.job_id} is no longer {expected}")
+        if lease_owner is not None and current.lease_owner != lease_owner:
+            raise StaleJob(f"job {job.job_id} is no longer {expected} leased to {lease_owner}")
         if delivery is not None and delivery.delivery_id in self._deliveries:
             raise ValueError(f"delivery {delivery.delivery_id} already exists")
         self._jobs[job.job_id] = job.evolve(

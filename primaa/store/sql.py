@@ -212,16 +212,20 @@ class SqlStore:
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        lease_owner: str | None = None,
     ) -> None:
         check_transition(expected, job.status)
         values = job_row(job)
         params = {f"new_{name}": values[name] for name in st.FINISH_COLUMNS}
-        params.update(id=job.job_id, expected=expected.value, cancel=job.cancel_requested)
+        params.update(
+            id=job.job_id, expected=expected.value, cancel=job.cancel_requested, holder=lease_owner
+        )
         geojson = json_text(result) if result is not None else None
 
         def finish(conn: Connection) -> None:
             if conn.execute(st.FINISH, params).rowcount != 1:
-                raise StaleJob(f"job {job.job_id} is no longer {expected}")
+                held = f" leased to {lease_owner}" if lease_owner is not None else ""
+                raise StaleJob(f"job {job.job_id} is no longer {expected}{held}")
             if geojson is not None:
                 conn.execute(results.insert(), {"job_id": job.job_id, "geojson": geojson})
             if delivery is not None:

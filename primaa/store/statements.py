@@ -46,10 +46,19 @@ RENEW: Final = (
 FINISH_COLUMNS: Final = tuple(
     c.name for c in jobs.columns if c.name not in {"job_id", "parameters", "cancel_requested"}
 )
-#: Binds ``new_<column>`` for each of :data:`FINISH_COLUMNS`, ``id``, ``expected``, ``cancel``.
+#: Binds ``new_<column>`` for each of :data:`FINISH_COLUMNS`, ``id``, ``expected``, ``cancel``
+#: and ``holder`` (the lease owner it must still have, or ``None``).
 FINISH: Final = (
     jobs.update()
-    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == sa.bindparam("expected"))
+    .where(
+        jobs.c.job_id == sa.bindparam("id"),
+        jobs.c.status == sa.bindparam("expected"),
+        # Fenced by the lease: only its holder may end a Running job.
+        sa.or_(
+            sa.bindparam("holder", type_=sa.String).is_(None),
+            jobs.c.lease_owner == sa.bindparam("holder", type_=sa.String),
+        ),
+    )
     .values(
         {name: sa.bindparam(f"new_{name}") for name in FINISH_COLUMNS}
         # A cancel request that lands while the job is being finished is kept.
