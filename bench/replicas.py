@@ -8,10 +8,10 @@ once a third of the callbacks are in, and waits for every callback. It prints:
 * jobs called back, and callbacks received more than once (duplicates);
 * the jobs the dead replica held (they ran more than once), and when the last of
   them started again and was called back, counted from the kill;
-* processes of the killed replica still alive 5 s after the kill (orphans);
-* submit-to-start latency on an idle replica: one replica's only worker is kept
-  busy, then jobs are submitted one at a time to each replica in turn; a job sent
-  to the busy one can only be started by the other.
+* processes of the killed replica still alive 5 s after the kill (orphans).
+
+How soon an idle replica starts a job submitted to a busy one is
+``bench/wakeups.py``'s measure.
 
     python -m bench.replicas [--quick] [--base DIR] [--postgres URL]
 """
@@ -37,7 +37,6 @@ from bench.harness import (
     REPO,
     Process,
     group_pids,
-    percentile,
     primaa_serve,
     print_table,
     scratch_dir,
@@ -154,41 +153,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def start_latency(
-    repo: Path, admin_url: str, plugin_dir: Path, tmp: Path, jobs: int
-) -> list[object]:
-    """Submit-to-start of jobs sent alternately to a busy replica and an idle one."""
-    async with (
-        scratch_database(admin_url) as database_url,
-        Loopback([tiny_png()]).serving() as loopback,
-        aiohttp.ClientSession() as http,
-    ):
-        with replicas(repo, database_url, plugin_dir, tmp) as (first, second):
-            busy_id = await _submit(http, first.url, loopback, -1, 60)
-            while True:
-                async with http.get(f"{first.url}/jobs/{busy_id}") as response:
-                    if (await response.json())["status"] == "Running":
-                        break
-                await asyncio.sleep(0.05)
-            latencies = []
-            for seq in range(jobs):
-                job_id = await _submit(http, (first, second)[seq % 2].url, loopback, seq, 0)
-                while True:
-                    async with http.get(f"{second.url}/jobs/{job_id}") as response:
-                        job = await response.json()
-                    if job["status"] == "Completed":
-                        break
-                    await asyncio.sleep(0.02)
-                started = _seconds(job["started_at"]) - _seconds(job["created_at"])
-                latencies.append(started * 1000)
-            return [
-                jobs,
-                f"{percentile(latencies, 50):.0f}",
-                f"{percentile(latencies, 95):.0f}",
-                f"{max(latencies):.0f}",
-            ]
-
-
 def _seconds(iso: str) -> float:
     return datetime.datetime.fromisoformat(iso).timestamp()
 
@@ -197,7 +161,6 @@ async def _run(quick: bool, base: Path | None, admin_url: str) -> None:
     jobs = 120 if quick else 300
     targets = [("this checkout", REPO)] + ([("base", base)] if base else [])
     kill_rows: list[list[object]] = []
-    latency_rows: list[list[object]] = []
     with scratch_dir("replicas") as tmp:
         plugin_dir = tmp / "plugin"
         plugin_dir.mkdir()
@@ -205,8 +168,6 @@ async def _run(quick: bool, base: Path | None, admin_url: str) -> None:
         for name, repo in targets:
             row = await kill_one(repo, admin_url, plugin_dir, tmp / f"kill-{name}", jobs)
             kill_rows.append([name, *row])
-            row = await start_latency(repo, admin_url, plugin_dir, tmp / f"idle-{name}", 20)
-            latency_rows.append([name, *row])
     print_table(
         f"Two replicas on PostgreSQL, 1 worker each, {jobs} x bench_sleep 0.2 s, "
         "one replica killed -9 after a third",
@@ -222,12 +183,6 @@ async def _run(quick: bool, base: Path | None, admin_url: str) -> None:
         kill_rows,
     )
     print("target: all called back, 0 duplicates, orphaned jobs picked up <= 15 s, 0 orphans")
-    print_table(
-        "Submit-to-start on an idle replica (the other's only worker busy), ms",
-        ["primaa", "jobs", "p50", "p95", "max"],
-        latency_rows,
-    )
-    print("target: p95 <= 100 ms")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from primaa.appkeys import (
     DISPATCHER,
     MANAGER,
     METRICS,
+    NOTIFICATIONS,
     OPENAPI,
     OUTBOX,
     REGISTRY,
@@ -47,12 +48,18 @@ from primaa.metrics import Metrics
 from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 from primaa.results.bbox import ResultIndexCache
-from primaa.store.factory import open_store_from_url
-from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.store.factory import notifications_for, open_store_from_url
+from primaa.store.notifications import DELIVERIES_CHANNEL, JOBS_CHANNEL
+from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
+from primaa.webhooks.sender import WebhookSender
 from primaa.webhooks.signing import decode_secret
 
 log = structlog.get_logger(__name__)
+
+#: A delivery's claim outlasts one attempt (``webhook_timeout``) by this much, so a
+#: live holder records its attempt before anyone may take the delivery over.
+CLAIM_MARGIN_SECONDS = 5.0
 
 
 def create_app(
@@ -134,7 +141,18 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_key=decode_secret(settings.webhook_secret) if settings.webhook_secret else None,
         check_url=guard.check_url,
     )
-    outbox = Outbox(store, sender, RetryPolicy(schedule=settings.webhook_retry_schedule))
+    outbox = Outbox(
+        store,
+        sender,
+        RetryPolicy(schedule=settings.webhook_retry_schedule),
+        OutboxPolicy(
+            concurrency=settings.webhook_concurrency,
+            per_host=settings.webhook_concurrency_per_host,
+            claim_seconds=settings.webhook_timeout + CLAIM_MARGIN_SECONDS,
+            poll_interval=settings.poll_interval,
+            shutdown_grace=settings.webhook_shutdown_grace_seconds,
+        ),
+    )
     outbox.on_attempt(
         lambda _d, _a, status: app[METRICS].webhook_attempts.labels(str(status)).inc()
     )
@@ -174,6 +192,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             max_unfinished=settings.max_unfinished_jobs,
             spool_dir=settings.spool_dir,
             image_retention=settings.image_retention_seconds,
+            poll_interval=settings.poll_interval,
         ),
         check_url=guard.check_url,
     )
@@ -181,6 +200,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DISPATCHER] = dispatcher = core.dispatcher
     app[OUTBOX] = outbox
     await dispatcher.recover()
+    if store.exclusive:
+        await outbox.recover()
+    notifications = notifications_for(store)
+    if notifications is not None:
+        notifications.on(JOBS_CHANNEL, dispatcher.wake)
+        notifications.on(DELIVERIES_CHANNEL, outbox.wake)
+        await notifications.start()
+        app[NOTIFICATIONS] = notifications
     store_loops = [
         _supervised("dispatcher", dispatcher.run),
         _supervised("housekeeping", dispatcher.housekeeping),
@@ -199,9 +226,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # Loops that write to the store stop at their next step rather than being
         # cancelled mid-write (a database thread finishing after the event loop
         # closed is an error); whatever has not stopped in time is cancelled.
+        if notifications is not None:
+            await notifications.close()
         await dispatcher.close()
         outbox.stop()
-        _, late = await asyncio.wait(store_loops, timeout=settings.webhook_timeout + 1.0)
+        # The outbox gives its deliveries in flight the shutdown grace, then cuts them off.
+        _, late = await asyncio.wait(
+            store_loops, timeout=settings.webhook_shutdown_grace_seconds + 2.0
+        )
         for task in (*late, monitor):
             task.cancel()
         await asyncio.gather(*store_loops, monitor, return_exceptions=True)

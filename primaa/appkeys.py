@@ -16,6 +16,7 @@ from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.plugins.registry import AlgorithmRegistry
 from primaa.results.bbox import ResultIndexCache
+from primaa.store.notifications import PostgresNotifications
 from primaa.webhooks.outbox import Outbox
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,6 +31,8 @@ OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
 DEEP_ZOOM = web.AppKey("deep_zoom", DeepZoomTiles)
 RESULT_INDEXES = web.AppKey("result_indexes", ResultIndexCache)
+#: Only on PostgreSQL: the LISTEN connection that wakes this replica.
+NOTIFICATIONS = web.AppKey("notifications", PostgresNotifications)
 
 #: Per request: its id, the validated JSON body and query, and the API key that made it.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -112,6 +112,13 @@ class Settings:
     #: On SIGTERM/SIGINT, how long running jobs may go on before they are handed back.
     shutdown_grace_seconds: float = 30.0
     webhook_timeout: float = 10.0
+    #: Callbacks in flight at once, and at most so many to one receiver host.
+    webhook_concurrency: int = 16
+    webhook_concurrency_per_host: int = 4
+    #: On shutdown, how long callbacks in flight may go on; the rest are sent after a restart.
+    webhook_shutdown_grace_seconds: float = 2.0
+    #: Seconds between claims of jobs and callbacks when nothing wakes the service.
+    poll_interval: float = 1.0
     #: Seconds between callback attempts after the first (Standard Webhooks' schedule).
     webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     #: ``whsec_``-prefixed base64 key; when set, callbacks carry Standard Webhooks signatures.
@@ -304,6 +311,17 @@ def _validate(settings: Settings) -> None:
     require(0 < settings.port < 65536, "port", f"must be 1-65535, got {settings.port}")
     require(settings.workers >= 0, "workers", "must be 0 (one per CPU) or more")
     require(settings.io_concurrency >= 1, "io_concurrency", "must be at least 1")
+    require(settings.webhook_concurrency >= 1, "webhook_concurrency", "must be at least 1")
+    require(
+        settings.webhook_concurrency_per_host >= 1,
+        "webhook_concurrency_per_host",
+        "must be at least 1",
+    )
+    require(
+        settings.webhook_shutdown_grace_seconds >= 0,
+        "webhook_shutdown_grace_seconds",
+        "must be 0 (cut callbacks in flight off at once) or more seconds",
+    )
     for key in (
         "max_body_bytes",
         "max_image_bytes",
@@ -320,6 +338,7 @@ def _validate(settings: Settings) -> None:
         "job_timeout",
         "max_job_timeout",
         "webhook_timeout",
+        "poll_interval",
         "loop_lag_warning_ms",
         "keepalive_timeout",
         "body_timeout",

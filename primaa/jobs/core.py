@@ -35,6 +35,8 @@ class CorePolicy:
     #: Seconds a finished job's image is kept for the viewer; 0: removed when it ends.
     image_retention: float = 0.0
     housekeeping_interval: float = 1.0
+    #: Seconds between claims when nothing wakes the dispatcher.
+    poll_interval: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ def build_jobs_core(
             lease_seconds=policy.lease_seconds,
             max_attempts=policy.max_attempts,
             housekeeping_interval=policy.housekeeping_interval,
+            poll_interval=policy.poll_interval,
         ),
         images=job_images,
         clock=clock,

@@ -36,6 +36,9 @@ class DispatchPolicy:
     max_attempts: int
     #: How often leases are renewed, progress flushed and expired leases swept.
     housekeeping_interval: float = 1.0
+    #: Seconds between claims when nothing wakes the claim loop (a fallback: new jobs,
+    #: freed room and, between replicas, store notifications wake it).
+    poll_interval: float = 1.0
 
 
 class Dispatcher:
@@ -105,7 +108,7 @@ class Dispatcher:
                     self._start(job)
             if len(claimed) < free or free <= 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._policy.housekeeping_interval)
+                    await asyncio.wait_for(self._wakeup.wait(), self._policy.poll_interval)
 
     def _start(self, job: Job) -> None:
         running = self._running.add(job)

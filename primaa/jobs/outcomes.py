@@ -9,7 +9,6 @@ callback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -117,12 +116,15 @@ class Outcomes:
         delivery = None
         if final.callback_url:
             delivery = self.delivery(final, feature or failure_feature(final))
-        # A run's outcome counts only while its lease is held (job is as claimed).
-        holder = job.lease_owner if expected is JobStatus.RUNNING else None
         await self._persist(
             final.job_id,
             lambda: self._store.finish(
-                final, expected=expected, result=feature, delivery=delivery, holder=holder
+                final,
+                expected=expected,
+                result=feature,
+                delivery=delivery,
+                # A Running job is this process's to end only while it holds the lease.
+                lease_owner=job.lease_owner if expected is JobStatus.RUNNING else None,
             ),
         )
         self._images.release(final)
@@ -159,26 +161,31 @@ class Outcomes:
 
     async def release(self, job: Job) -> None:
         """Hand a job back on shutdown without counting the interrupted attempt."""
-        await self._back_to_pending(job, counted=False)
-        log.info("job_released", job_id=job.job_id)
+        if await self._back_to_pending(job, counted=False):
+            log.info("job_released", job_id=job.job_id)
 
-    async def _back_to_pending(self, job: Job, *, counted: bool) -> None:
+    async def _back_to_pending(self, job: Job, *, counted: bool) -> bool:
         """Move a Running job back to Pending, whatever cancels the caller.
 
         An uncounted retry (a neighbour's worker died, or a shutdown) gives the
         attempt back: it cannot loop, since each interruption costs the job that
-        caused it its only attempt.
+        caused it its only attempt. ``False`` when the lease was lost meanwhile.
         """
         pending = job.moved_to(
             JobStatus.PENDING, attempts=job.attempts if counted else max(job.attempts - 1, 0)
         )
-        with contextlib.suppress(StaleJob):
+        try:
             await self._persist(
                 job.job_id,
                 lambda: self._store.finish(
-                    pending, expected=JobStatus.RUNNING, holder=job.lease_owner
+                    pending, expected=JobStatus.RUNNING, lease_owner=job.lease_owner
                 ),
             )
+        except StaleJob:
+            # The lease was lost meanwhile: the job is another run's (or was ended) now.
+            log.warning("job_outcome_dropped", job_id=job.job_id, reason="lease lost")
+            return False
+        return True
 
     async def _persist(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
         """Run ``write`` to its end whatever cancels the caller, retrying while the store

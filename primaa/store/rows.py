@@ -29,6 +29,7 @@ from primaa.jobs.model import (
     JobState,
     JobStatus,
 )
+from primaa.store.common import receiver_host
 
 
 class Rows(NamedTuple):
@@ -199,6 +200,7 @@ def delivery_row(delivery: Delivery) -> dict[str, Any]:
         "status": delivery.status.value,
         "next_attempt_at": delivery.next_attempt_at,
         "created_at": delivery.created_at,
+        "host": receiver_host(delivery.url),
     }
 
 
