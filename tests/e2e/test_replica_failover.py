@@ -68,7 +68,7 @@ async def replicas(tmp_path: Path, database_url: str) -> AsyncIterator[list[Prim
     servers = [
         PrimaaServer(
             data_dir=tmp_path / f"data-{n}",
-            log_dir=tmp_path,
+            log_dir=tmp_path / f"logs-{n}",
             port=free_port(),
             extra_env={
                 "PRIMAA_DATABASE_URL": database_url,
@@ -81,10 +81,11 @@ async def replicas(tmp_path: Path, database_url: str) -> AsyncIterator[list[Prim
         )
         for n in range(2)
     ]
+    for server in servers:
+        server.log_dir.mkdir()
     try:
-        for server in servers:
-            # One at a time: the first runs the migrations.
-            await server.start()
+        # The first runs the migrations; a test starts the second when it needs it.
+        await servers[0].start()
         yield servers
     finally:
         for server in servers:
@@ -133,6 +134,7 @@ async def test_a_killed_replicas_jobs_run_on_the_other_and_nothing_of_it_survive
     replicas: list[PrimaaServer], image_server: ImageServer, callback_receiver: CallbackReceiver
 ) -> None:
     victim, survivor = replicas
+    await survivor.start()
     image = image_server.url("/tile.png")
     async with client(victim) as to_victim, client(survivor) as to_survivor:
         job_ids = [
@@ -170,16 +172,20 @@ async def test_a_replica_paused_past_its_leases_cannot_end_the_jobs_taken_over(
     again. Resumed, the paused replica must drop that outcome: the one that counts is
     the lease holder's (the result names the worker process that computed it)."""
     paused, other = replicas
+    await other.start()
+    # Stopped while the jobs are submitted, so that every job is the paused one's.
+    other.send(signal.SIGSTOP)
     image = image_server.url("/tile.png")
     async with client(paused) as to_paused, client(other) as to_other:
         job_ids = [await _submit(to_paused, image, callback_receiver.url, 3.0, n) for n in range(3)]
         first = job_ids[0]
 
         async def first_running_here() -> bool:
-            job = await get_json(to_other, f"/jobs/{first}")
+            job = await get_json(to_paused, f"/jobs/{first}")
             return bool(job["status"] == "Running" and job["progress_percent"] > 0)
 
         await _until(first_running_here)
+        other.send(signal.SIGCONT)
         paused.send(signal.SIGSTOP)
 
         async def first_taken_over() -> bool:
