@@ -22,6 +22,7 @@ from primaa.api.routes import add_routes
 from primaa.appkeys import (
     CLIENT_SESSION,
     DISPATCHER,
+    EXECUTOR_STATE,
     MANAGER,
     METRICS,
     OPENAPI,
@@ -145,6 +146,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MANAGER] = core.manager
     app[DISPATCHER] = dispatcher = core.dispatcher
     app[OUTBOX] = outbox
+    # A broken local pool is replaced at once: only a Dask cluster can be away.
+    app[EXECUTOR_STATE] = (lambda: "ok") if isinstance(runner, ProcessPoolRunner) else runner.state
     await dispatcher.recover()
     store_loops = [
         _supervised("dispatcher", dispatcher.run),

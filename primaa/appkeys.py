@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,8 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
+#: ``ok``, or why the executor of CPU-bound tasks cannot start tasks now.
+EXECUTOR_STATE: web.AppKey[Callable[[], str]] = web.AppKey("executor_state")
 
 #: Per request: its id, the validated JSON body and query, and the API key that made it.
 REQUEST_ID = web.RequestKey("request_id", str)

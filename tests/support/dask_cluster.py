@@ -50,12 +50,19 @@ class DaskCluster:
         self._processes.append(process)
         return process
 
-    def start(self, workers: int = 2) -> None:
-        self._spawn(
+    def start(self, workers: int = 2, *, port: int = 0) -> None:
+        self.start_scheduler(port)
+        for number in range(workers):
+            self.add_worker(f"worker-{number}")
+
+    def start_scheduler(self, port: int = 0) -> subprocess.Popen[bytes]:
+        """A scheduler (on ``port``, or any free one); returns once it listens."""
+        self.scheduler_file.unlink(missing_ok=True)
+        scheduler = self._spawn(
             "scheduler",
             "distributed.cli.dask_scheduler",
             "--host=127.0.0.1",
-            "--port=0",
+            f"--port={port}",
             "--dashboard-address=127.0.0.1:0",
             f"--scheduler-file={self.scheduler_file}",
         )
@@ -66,8 +73,7 @@ class DaskCluster:
             time.sleep(0.1)
         time.sleep(0.1)  # the file is written whole, but give the writer its close
         self.address = json.loads(self.scheduler_file.read_text())["address"]
-        for number in range(workers):
-            self.add_worker(f"worker-{number}")
+        return scheduler
 
     def add_worker(self, name: str) -> subprocess.Popen[bytes]:
         return self._spawn(
@@ -87,14 +93,15 @@ class DaskCluster:
     def stop(self) -> None:
         """SIGTERM the workers (a nanny takes its worker with it) while the scheduler still
         answers them, then the scheduler; SIGKILL what is left after a while."""
-        scheduler, *workers = self._processes
+        schedulers = [p for p in self._processes if "distributed.cli.dask_scheduler" in p.args]
+        workers = [p for p in self._processes if p not in schedulers]
         children = [
             child
             for process in self._processes
             if process.poll() is None
             for child in psutil.Process(process.pid).children(recursive=True)
         ]
-        for group in (workers, [scheduler]):
+        for group in (workers, schedulers):
             for process in group:
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)

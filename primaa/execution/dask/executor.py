@@ -14,6 +14,8 @@ slide, or the spooled flat image, from the same path on shared storage.
 - A worker that dies mid-task: the scheduler runs the task again elsewhere; one
   that killed ``allowed-failures + 1`` workers ends as ``KilledWorker``, here
   :class:`WorkerCrashed`.
+- The scheduler away (:mod:`.connection`): tasks wait for it, and the ones it
+  dropped are submitted again once it is back.
 - Fair sharing: a job's n-th task gets priority ``-n``, so the tiles of the slide
   jobs interleave and a one-task job waits for at most one tile of each; equal
   priorities run in submission order (Dask's own FIFO, across replicas too).
@@ -33,8 +35,8 @@ import structlog
 from distributed import CancelledError, Client, Future
 from distributed.scheduler import KilledWorker
 
+from primaa.execution.dask.connection import DaskUnavailable, SchedulerConnection
 from primaa.execution.dask.on_worker import (
-    PLUGIN_NAME,
     AlgorithmEnded,
     PrimaaWorkerPlugin,
     mark_cancelled,
@@ -56,12 +58,10 @@ from primaa.plugins.algorithm import AlgorithmResult, JobCancelled
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["AlgorithmExited", "DaskExecutor", "DaskUnavailable"]
+
 #: Task ids cancelled before their run was submitted, remembered until ``forget``.
 MAX_EARLY_CANCELS = 10_000
-
-
-class DaskUnavailable(Exception):
-    """The scheduler cannot be reached (at start-up); the message names its address."""
 
 
 class AlgorithmExited(TaskError):
@@ -70,14 +70,16 @@ class AlgorithmExited(TaskError):
 
 @dataclasses.dataclass(eq=False, slots=True)
 class _Run:
-    """One submission of a task: its Dask key and future, and where it is running."""
+    """A task in flight: its current submission's Dask key and future, where it runs."""
 
     task_id: str
-    key: str
-    future: Future[AlgorithmResult]
+    key: str = ""
+    future: Future[AlgorithmResult] | None = None
     cancelled: bool = False
     worker: str | None = None
     ended: bool = False
+    #: Set by a cancel: wakes the run while it waits for the scheduler.
+    stopped: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class DaskExecutor:
@@ -95,19 +97,19 @@ class DaskExecutor:
     ) -> None:
         self.scheduler = scheduler
         self._max_pixels = max_pixels
-        self._plugin = PrimaaWorkerPlugin(
+        self.kill_grace = kill_grace
+        self._cwd = Path.cwd()
+        plugin = PrimaaWorkerPlugin(
             disabled_plugins=disabled_plugins,
             plugin_modules=plugin_modules,
             log_format=log_format,
             log_level=log_level,
         )
-        self.kill_grace = kill_grace
-        self._connect_timeout = connect_timeout
-        self._cwd = Path.cwd()
-        self._client: Client | None = None
-        self._topic = ""
+        self._connection = SchedulerConnection(
+            scheduler, plugin=plugin, on_event=self._on_event, timeout=connect_timeout
+        )
         self._sinks: list[ProgressSink] = []
-        #: task_id -> its run in flight; run key -> the same run.
+        #: task_id -> its run in flight; Dask key -> the same run.
         self._runs: dict[str, _Run] = {}
         self._by_key: dict[str, _Run] = {}
         #: job_id -> [tasks submitted, tasks in flight]: the priority of its next task.
@@ -120,38 +122,41 @@ class DaskExecutor:
 
     async def start(self) -> None:
         """Connect to the scheduler and set primaa's plugin up on every worker."""
-        try:
-            client = await Client(
-                self.scheduler,
-                asynchronous=True,
-                timeout=self._connect_timeout,
-                set_as_default=False,
-                name="primaa",
-            )
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise DaskUnavailable(
-                f"cannot reach the Dask scheduler at {self.scheduler!r}: {exc}"
-            ) from None
-        self._client = client
-        self._topic = f"primaa-{client.id}"
-        client.subscribe_topic(self._topic, self._on_event)
-        await client.register_plugin(self._plugin, name=PLUGIN_NAME)
+        await self._connection.open()
+
+    def state(self) -> str:
+        """``ok``, or that the scheduler cannot be reached (tasks wait for it meanwhile)."""
+        if self._connection.usable() is not None:
+            return "ok"
+        return f"down: the Dask scheduler at {self.scheduler} cannot be reached"
 
     @property
     def topic(self) -> str:
         """The worker events' topic: ``["progress", task_id, fraction]``, and
-        ``["started" | "ended", run key, worker address]``."""
-        return self._topic
+        ``["started" | "ended", Dask key, worker address]``."""
+        return self._connection.topic
 
     async def threads(self) -> int:
         """The threads of the workers connected now (how many tasks run at once)."""
-        nthreads: dict[str, int] = await self._require_client().nthreads()
+        nthreads: dict[str, int] = await self._connection.client.nthreads()
         return sum(nthreads.values())
 
-    def _require_client(self) -> Client:
-        if self._client is None:
-            raise RuntimeError("the Dask executor is not started")
-        return self._client
+    async def _ready_unless_stopped(self, run: _Run) -> Client:
+        """A usable client, unless the run is cancelled first (a cancel takes effect at once
+        even while the scheduler is away)."""
+        client = self._connection.usable()
+        if client is not None and not run.cancelled:
+            return client
+        connecting = asyncio.ensure_future(self._connection.ready())
+        stopped = asyncio.ensure_future(run.stopped.wait())
+        try:
+            await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            connecting.cancel()
+        if run.cancelled:
+            raise JobCancelled(run.task_id)
+        return connecting.result()
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         """A worker event on this client's topic (on the event loop)."""
@@ -162,7 +167,7 @@ class DaskExecutor:
                     sink(name, value)
             return
         run = self._by_key.get(name)
-        if run is None:
+        if run is None or run.key != name:
             return
         if kind == "started":
             run.worker, run.ended = value, False
@@ -175,7 +180,6 @@ class DaskExecutor:
         if task.task_id in self._early:
             del self._early[task.task_id]
             raise JobCancelled(task.job_id)
-        client = self._require_client()
         request = WorkRequest(
             job_id=task.job_id,
             task_id=task.task_id,
@@ -191,29 +195,49 @@ class DaskExecutor:
         priority = -counts[0]
         counts[0] += 1
         counts[1] += 1
-        key = f"primaa-{task.task_id}-{uuid.uuid4().hex}"
-        future = client.submit(
-            run_task, request, key, self._topic, key=key, pure=False, priority=priority
-        )
-        run = self._runs[task.task_id] = self._by_key[key] = _Run(task.task_id, key, future)
+        run = self._runs[task.task_id] = _Run(task.task_id)
         try:
-            result: AlgorithmResult = await future
-            return result
+            while True:
+                client = await self._ready_unless_stopped(run)
+                self._submit(client, run, request, priority)
+                result = await self._outcome(client, run)
+                if result is not None:
+                    return result
+                log.warning("dask_task_resubmitted", task_id=task.task_id, reason="scheduler lost")
         except asyncio.CancelledError:
             # The job runner stopped waiting (a time limit, a shutdown): stop the task too.
             self._stop(run)
             raise
-        except Exception as exc:
-            raise self._error(run, exc) from None
         finally:
             self._finished(task.job_id, run)
 
-    def _error(self, run: _Run, exc: Exception) -> Exception:
-        """What the job runner should see for an exception ``await future`` raised."""
-        if isinstance(exc, CancelledError):
+    def _submit(self, client: Client, run: _Run, request: WorkRequest, priority: int) -> None:
+        """Submit under a new key: a run never meets an earlier run's cancellation."""
+        self._by_key.pop(run.key, None)
+        run.key = f"primaa-{run.task_id}-{uuid.uuid4().hex}"
+        run.worker, run.ended = None, False
+        self._by_key[run.key] = run
+        run.future = client.submit(
+            run_task, request, run.key, self.topic, key=run.key, pure=False, priority=priority
+        )
+
+    async def _outcome(self, client: Client, run: _Run) -> AlgorithmResult | None:
+        """The task's result; ``None`` when the connection to the scheduler was lost."""
+        assert run.future is not None
+        try:
+            result: AlgorithmResult = await run.future
+            return result
+        except CancelledError as exc:  # distributed's, not asyncio's
             if run.cancelled:
-                return JobCancelled(run.task_id)
-            return WorkerLost(f"the Dask scheduler dropped the task: {exc}")
+                raise JobCancelled(run.task_id) from None
+            if client.status != "running":
+                return None
+            raise WorkerLost(f"the Dask scheduler dropped the task: {exc}") from None
+        except Exception as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: Exception) -> Exception:
+        """What the job runner should see for an exception the task raised."""
         if isinstance(exc, KilledWorker):
             return WorkerCrashed(
                 f"every Dask worker that ran this task died ({exc.allowed_failures + 1} of them:"
@@ -261,12 +285,14 @@ class DaskExecutor:
         if run.cancelled:
             return
         run.cancelled = True
-        self._spawn(self._stop_run(run))
+        run.stopped.set()
+        if run.future is not None:
+            self._spawn(self._stop_run(run, run.future))
 
-    async def _stop_run(self, run: _Run) -> None:
-        client = self._require_client()
+    async def _stop_run(self, run: _Run, future: Future[AlgorithmResult]) -> None:
+        client = future.client
         try:
-            await client.cancel([run.future], reason="cancelled by primaa")
+            await future.cancel(reason="cancelled by primaa")
             await client.run(mark_cancelled, run.key, on_error="ignore")
             await asyncio.sleep(self.kill_grace)
             if run.worker is not None and not run.ended:
@@ -277,7 +303,7 @@ class DaskExecutor:
                     grace_seconds=self.kill_grace,
                 )
                 await client.restart_workers([run.worker], raise_for_error=False)
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # the scheduler went away: the run was dropped anyway
             log.warning("dask_cancel_failed", task_id=run.task_id, error=str(exc))
         finally:
             self._by_key.pop(run.key, None)
@@ -292,12 +318,8 @@ class DaskExecutor:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        client, self._client = self._client, None
-        if client is None:
-            return
-        futures = [run.future for run in self._runs.values()]
-        with contextlib.suppress(OSError, TimeoutError):
+        futures = [run.future for run in self._runs.values() if run.future is not None]
+        with contextlib.suppress(Exception):  # a scheduler gone already
             if futures:
-                await client.cancel(futures, reason="the primaa service stopped")
-            client.unsubscribe_topic(self._topic)
-        await client.close()
+                await self._connection.client.cancel(futures, reason="the primaa service stopped")
+        await self._connection.close()
