@@ -2,6 +2,8 @@
 
 ``bench_noop`` is I/O-bound and does no work: a job of it costs exactly the
 service's overhead (fetch, decode of a tiny image, store writes, callback).
+``bench_cpu_noop`` does no work in a worker: a task of it costs an executor's
+round trip (``bench/dask_executor.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from primaa import AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
+from primaa import Algorithm, AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
 
 
 class Noop(AsyncAlgorithm):
@@ -28,6 +30,21 @@ class Noop(AsyncAlgorithm):
         )
 
 
+class CpuNoop(Algorithm):
+    name = "bench_cpu_noop"
+    version = "1"
+    summary = "Do nothing, in a worker: measures an executor's round trip"
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        height, width = image.shape[:2]
+        return AlgorithmResult(
+            geometry={"type": "MultiPoint", "coordinates": [[width / 2, height / 2]]},
+            measurements={"width": float(width), "height": float(height)},
+        )
+
+
 @hookimpl
-def primaa_algorithms() -> list[AsyncAlgorithm]:
-    return [Noop()]
+def primaa_algorithms() -> list[Algorithm | AsyncAlgorithm]:
+    return [Noop(), CpuNoop()]
