@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from primaa.execution.dask import check_scheduler
 from primaa.execution.dask.executor import AlgorithmExited, DaskExecutor
 from primaa.execution.dask.on_worker import worker_algorithms
 from primaa.imaging.slides import open_slide, plan_slide
-from primaa.jobs.ports import ImageUnavailable, Task, WorkerCrashed
+from primaa.jobs.ports import ImageUnavailable, OutOfMemory, Task, WorkerCrashed
 from primaa.plugins.algorithm import JobCancelled
 from tests.conftest import TEST_PLUGINS
 from tests.execution.conftest import WITHIN
@@ -116,6 +117,8 @@ async def test_failures_keep_their_meaning(executor: DaskExecutor, image: Path) 
     not_an_image.write_bytes(b"<html>no</html>")
     with pytest.raises(ImageUnavailable):
         await executor.run(Task("job-bad", "test_sleep", not_an_image, {}))
+    with pytest.raises(OutOfMemory):
+        await executor.run(Task("job-hog", "test_hog", image, {"megabytes": 2**40}))
     with pytest.raises(ImageUnavailable, match="shared with the workers"):
         await executor.run(Task("job-gone", "test_sleep", image.with_name("gone.png"), {}))
 
@@ -208,6 +211,45 @@ async def test_cancel_of_a_queued_task_means_it_never_runs(
     # Both workers are free again, and the cancelled one never started anywhere.
     await executor.run(Task("job-after", "test_sleep", image, {"seconds": 0.1, "steps": 1}))
     assert not any(e[1].startswith("primaa-job-queued-") for e in await events(observer, executor))
+
+
+async def test_the_tasks_of_concurrent_jobs_interleave(
+    executor: DaskExecutor, observer: Client, image: Path
+) -> None:
+    """Job a's eight tasks were submitted before job b's one: b's runs before a's third.
+
+    Dask hands a task straight to a worker while fewer than twice the cluster's
+    threads wait (here a's first two), and queues the others on the scheduler,
+    which picks them by priority: b's first task (priority 0) before a's later ones.
+    """
+    job_a, job_b, blocking = (str(uuid.uuid4()) for _ in range(3))
+    busy = {"seconds": 120, "steps": 1200}
+    blockers = [
+        asyncio.create_task(
+            executor.run(Task(blocking, "test_sleep", image, busy, None, f"{blocking}/{n}"))
+        )
+        for n in range(2)
+    ]
+    for n in range(2):
+        await asyncio.wait_for(started(observer, executor, f"{blocking}/{n}"), WITHIN)
+    short = {"seconds": 0.2, "steps": 1}
+    tasks = [Task(job_a, "test_sleep", image, short, None, f"{job_a}/{n}") for n in range(8)]
+    tasks.append(Task(job_b, "test_sleep", image, short, None, f"{job_b}/0"))
+    runs = []
+    for task in tasks:
+        runs.append(asyncio.create_task(executor.run(task)))
+        await asyncio.sleep(0.05)  # submitted in this order
+    for n in range(2):
+        executor.cancel(f"{blocking}/{n}")
+    await asyncio.gather(*runs)
+    await asyncio.gather(*blockers, return_exceptions=True)
+    order = [
+        e[1].removeprefix("primaa-").rsplit("-", 1)[0]
+        for e in await events(observer, executor)
+        if e[0] == "started" and not e[1].startswith(f"primaa-{blocking}/")
+    ]
+    assert len(order) == 9
+    assert order.index(f"{job_b}/0") < order.index(f"{job_a}/2"), order
 
 
 async def test_a_worker_killed_mid_task_has_its_task_run_again_elsewhere(

@@ -17,8 +17,10 @@ slide, or the spooled flat image, from the same path on shared storage.
 - The scheduler away (:mod:`.connection`): tasks wait for it, and the ones it
   dropped are submitted again once it is back.
 - Fair sharing: a job's n-th task gets priority ``-n``, so the tiles of the slide
-  jobs interleave and a one-task job waits for at most one tile of each; equal
-  priorities run in submission order (Dask's own FIFO, across replicas too).
+  jobs interleave and a one-task job goes before the later tiles of earlier jobs;
+  equal priorities run in submission order (Dask's own FIFO, across replicas
+  too). Dask orders the tasks it queues on the scheduler, which it does once more
+  than twice the cluster's threads are waiting.
 """
 
 from __future__ import annotations
