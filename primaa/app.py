@@ -199,7 +199,17 @@ async def _start_cpu_executor(settings: Settings) -> tuple[ProcessPoolRunner | D
             kill_grace=settings.kill_grace_seconds,
         )
         await cluster.start()
-        return cluster, settings.workers or max(await cluster.threads(), 1)
+        if settings.worker_memory_limit_mb:
+            log.warning(
+                "worker_memory_limit_ignored",
+                reason="on Dask, the workers' own --memory-limit applies",
+            )
+        if settings.workers:
+            return cluster, settings.workers
+        threads = await cluster.threads()
+        if not threads:
+            log.warning("dask_cluster_empty", cpu_slots=1, hint="set workers (PRIMAA_WORKERS)")
+        return cluster, max(threads, 1)
     runner = ProcessPoolRunner(
         workers=settings.worker_count,
         cancel_dir=settings.spool_dir / "cancel",
