@@ -118,7 +118,7 @@ async def test_failures_keep_their_meaning(executor: DaskExecutor, image: Path) 
     with pytest.raises(ImageUnavailable):
         await executor.run(Task("job-bad", "test_sleep", not_an_image, {}))
     with pytest.raises(OutOfMemory):
-        await executor.run(Task("job-hog", "test_hog", image, {"megabytes": 2**40}))
+        await executor.run(Task("job-hog", "test_hog", image, {"megabytes": 2**40, "touch": False}))
     with pytest.raises(ImageUnavailable, match="shared with the workers"):
         await executor.run(Task("job-gone", "test_sleep", image.with_name("gone.png"), {}))
 
@@ -216,11 +216,13 @@ async def test_cancel_of_a_queued_task_means_it_never_runs(
 async def test_the_tasks_of_concurrent_jobs_interleave(
     executor: DaskExecutor, observer: Client, image: Path
 ) -> None:
-    """Job a's eight tasks were submitted before job b's one: b's runs before a's third.
+    """Job a's eight tasks were submitted before job b's one: b's runs before a's fifth.
 
-    Dask hands a task straight to a worker while fewer than twice the cluster's
-    threads wait (here a's first two), and queues the others on the scheduler,
-    which picks them by priority: b's first task (priority 0) before a's later ones.
+    Dask hands a task straight to a worker while few wait (here a's first two), and
+    queues the others on the scheduler, which hands them out by priority as the
+    workers' slots free (a slot and a bit per thread): b's first task (priority 0)
+    goes with the first of them, before a's later ones; with all priorities equal
+    it would run last.
     """
     job_a, job_b, blocking = (str(uuid.uuid4()) for _ in range(3))
     busy = {"seconds": 120, "steps": 1200}
@@ -249,7 +251,7 @@ async def test_the_tasks_of_concurrent_jobs_interleave(
         if e[0] == "started" and not e[1].startswith(f"primaa-{blocking}/")
     ]
     assert len(order) == 9
-    assert order.index(f"{job_b}/0") < order.index(f"{job_a}/2"), order
+    assert order.index(f"{job_b}/0") < order.index(f"{job_a}/4"), order
 
 
 async def test_a_worker_killed_mid_task_has_its_task_run_again_elsewhere(

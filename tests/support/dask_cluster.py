@@ -75,7 +75,8 @@ class DaskCluster:
         self.address = json.loads(self.scheduler_file.read_text())["address"]
         return scheduler
 
-    def add_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def add_worker(self, name: str, *options: str) -> subprocess.Popen[bytes]:
+        """A ``dask worker`` (under its nanny, one thread) with more ``options``."""
         return self._spawn(
             name,
             "distributed.cli.dask_worker",
@@ -84,6 +85,7 @@ class DaskCluster:
             "--nthreads=1",
             "--dashboard-address=127.0.0.1:0",
             f"--name={name}",
+            *options,
         )
 
     def log(self, name: str) -> str:
