@@ -69,17 +69,17 @@ async def test_jobs_wait_for_a_lost_scheduler_and_run_when_it_is_back(
     assert body["status"] == "degraded"
     assert body["executor"].startswith("down: the Dask scheduler at tcp://127.0.0.1:")
 
-    response = await client.post(
-        "/jobs",
-        json={
-            "image_url": image_server.url("/tile.png"),
-            "algorithm_name": "test_sleep",
-            "parameters": {"seconds": 0.2, "steps": 2},
-        },
-    )
-    assert response.status == 202
-    job_id = (await response.json())["job_id"]
-    await asyncio.sleep(1.0)
+    body = {
+        "image_url": image_server.url("/tile.png"),
+        "algorithm_name": "test_sleep",
+        "parameters": {"seconds": 0.2, "steps": 2},
+    }
+    submitted = [await (await client.post("/jobs", json=body)).json() for _ in range(2)]
+    job_id, doomed = (job["job_id"] for job in submitted)
+    await wait_for_job(client, doomed, {"Running"}, within=WITHIN)
+    # A cancel takes effect while the job waits for the scheduler.
+    assert (await client.post(f"/jobs/{doomed}/cancel")).status == 202
+    assert (await wait_for_job(client, doomed, within=WITHIN))["status"] == "Cancelled"
     assert (await (await client.get(f"/jobs/{job_id}")).json())["status"] in {"Pending", "Running"}
 
     cluster.start_scheduler(port)  # a dask worker leaves with its scheduler: start another
