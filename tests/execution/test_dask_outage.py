@@ -75,7 +75,7 @@ async def test_jobs_wait_for_a_lost_scheduler_and_run_when_it_is_back(
         "parameters": {"seconds": 0.2, "steps": 2},
     }
     submitted = [await (await client.post("/jobs", json=body)).json() for _ in range(2)]
-    job_id, doomed = (job["job_id"] for job in submitted)
+    doomed, job_id = (job["job_id"] for job in submitted)  # the first holds the one CPU slot
     await wait_for_job(client, doomed, {"Running"}, within=WITHIN)
     # A cancel takes effect while the job waits for the scheduler.
     assert (await client.post(f"/jobs/{doomed}/cancel")).status == 202
