@@ -98,3 +98,30 @@ async def test_an_algorithm_that_kills_every_worker_fails_its_job_clearly(
     assert done["status"] == "Failed"
     assert "every Dask worker that ran this task died" in done["error"]
     assert done["attempts"] == 1, "not retried: it would only kill more workers"
+
+
+async def test_a_job_past_its_time_limit_fails_and_its_cluster_task_stops(
+    client: TestClient[Any, Any], observer: Client, image_server: ImageServer
+) -> None:
+    job_id = await submit(
+        client,
+        image_url=image_server.url("/tile.png"),
+        algorithm_name="test_sleep",
+        parameters={"seconds": 120, "steps": 1200},
+        timeout=2,
+    )
+    done = await wait_for_job(client, job_id, within=60)
+    assert done["status"] == "Failed"
+    assert done["error"] == "timed out after 2 s"
+    # Its task stopped on its worker (it had two minutes to go).
+    async with asyncio.timeout(30):
+        while True:
+            executing = await observer.run(executing_tasks)
+            if not any(executing.values()):
+                break
+            await asyncio.sleep(0.1)
+
+
+def executing_tasks(dask_worker: Any) -> int:
+    """Run on each worker: the tasks its threads are running (cancelled ones included)."""
+    return len(dask_worker.state.executing)
