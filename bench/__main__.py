@@ -1,4 +1,4 @@
-"""Every bench of issue 5, one after another, each printing its table.
+"""Every bench, one after another, each printing its table (`replicas` needs PostgreSQL).
 
     python -m bench [--quick] [--only NAME ...]
 
@@ -27,6 +27,7 @@ BENCHES = {
     "algorithms": ["bench.algorithms"],
     "slides": ["bench.slides"],
     "dask_executor": ["bench.dask_executor"],
+    "replicas": ["bench.replicas"],
 }
 
 

@@ -2,14 +2,19 @@
 
 ``bench_noop`` is I/O-bound and does no work: a job of it costs exactly the
 service's overhead (fetch, decode of a tiny image, store writes, callback).
+``bench_sleep`` holds a worker process for ``seconds``: a job that is still
+running when a replica is killed (``bench/replicas.py``).
 ``bench_cpu_noop`` does no work in a worker: a task of it costs an executor's
 round trip (``bench/dask_executor.py``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
+
+import marshmallow
 
 from primaa import Algorithm, AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
 
@@ -30,6 +35,28 @@ class Noop(AsyncAlgorithm):
         )
 
 
+class SleepParameters(marshmallow.Schema):
+    seconds = marshmallow.fields.Float(
+        load_default=0.2, validate=marshmallow.validate.Range(min=0, max=60)
+    )
+
+
+class Sleep(Algorithm):
+    name = "bench_sleep"
+    version = "1"
+    summary = "Hold a worker process for `seconds`, reporting progress"
+    Parameters = SleepParameters
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        steps = 10
+        for step in range(steps):
+            time.sleep(parameters["seconds"] / steps)
+            progress((step + 1) / steps)
+        return AlgorithmResult(geometry={"type": "MultiPoint", "coordinates": []})
+
+
 class CpuNoop(Algorithm):
     name = "bench_cpu_noop"
     version = "1"
@@ -47,4 +74,4 @@ class CpuNoop(Algorithm):
 
 @hookimpl
 def primaa_algorithms() -> list[Algorithm | AsyncAlgorithm]:
-    return [Noop(), CpuNoop()]
+    return [Noop(), Sleep(), CpuNoop()]

@@ -21,13 +21,16 @@ from primaa.api.openapi import build_openapi
 from primaa.api.routes import add_routes
 from primaa.appkeys import (
     CLIENT_SESSION,
+    DEEP_ZOOM,
     DISPATCHER,
     EXECUTOR_STATE,
     MANAGER,
     METRICS,
+    NOTIFICATIONS,
     OPENAPI,
     OUTBOX,
     REGISTRY,
+    RESULT_INDEXES,
     SETTINGS,
     STORE,
     URL_GUARD,
@@ -35,22 +38,32 @@ from primaa.appkeys import (
 from primaa.config import Settings
 from primaa.execution.on_loop import LoopExecutor
 from primaa.execution.pool import ProcessPoolRunner
+from primaa.imaging.deepzoom import DeepZoomTiles
 from primaa.imaging.fetch import ImageFetcher
+from primaa.imaging.file_roots import FileRoots
+from primaa.imaging.sources import ImageSources
 from primaa.imaging.urlguard import UrlGuard, make_connector
 from primaa.jobs.core import CorePolicy, build_jobs_core
 from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.monitoring import LoopLagMonitor
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
-from primaa.store.factory import open_store_from_url
-from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.results.bbox import ResultIndexCache
+from primaa.store.factory import notifications_for, open_store_from_url
+from primaa.store.notifications import DELIVERIES_CHANNEL, JOBS_CHANNEL
+from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
+from primaa.webhooks.sender import WebhookSender
 from primaa.webhooks.signing import decode_secret
 
 if TYPE_CHECKING:
     from primaa.execution.dask.executor import DaskExecutor
 
 log = structlog.get_logger(__name__)
+
+#: A delivery's claim outlasts one attempt (``webhook_timeout``) by this much, so a
+#: live holder records its attempt before anyone may take the delivery over.
+CLAIM_MARGIN_SECONDS = 5.0
 
 
 def create_app(
@@ -75,7 +88,7 @@ def create_app(
     app[STORE] = store or open_store_from_url(settings.resolved_database_url)
     add_routes(app)
     app[OPENAPI] = build_openapi(app, app[REGISTRY], __version__)
-    app.cleanup_ctx.extend([_store_ctx, _http_ctx, _jobs_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _http_ctx, _viewer_ctx, _jobs_ctx])
     return app
 
 
@@ -97,6 +110,17 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _viewer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The viewer's Deep Zoom tiles: their render threads and caches."""
+    tiles = DeepZoomTiles(tile_cache=app[SETTINGS].viewer_tile_cache)
+    app[DEEP_ZOOM] = tiles
+    app[RESULT_INDEXES] = ResultIndexCache()
+    try:
+        yield
+    finally:
+        tiles.close()
+
+
 async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The process pool, the job manager and the outbox, with their background loops."""
     settings = app[SETTINGS]
@@ -110,7 +134,18 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_key=decode_secret(settings.webhook_secret) if settings.webhook_secret else None,
         check_url=guard.check_url,
     )
-    outbox = Outbox(store, sender, RetryPolicy(schedule=settings.webhook_retry_schedule))
+    outbox = Outbox(
+        store,
+        sender,
+        RetryPolicy(schedule=settings.webhook_retry_schedule),
+        OutboxPolicy(
+            concurrency=settings.webhook_concurrency,
+            per_host=settings.webhook_concurrency_per_host,
+            claim_seconds=settings.webhook_timeout + CLAIM_MARGIN_SECONDS,
+            poll_interval=settings.poll_interval,
+            shutdown_grace=settings.webhook_shutdown_grace_seconds,
+        ),
+    )
     outbox.on_attempt(
         lambda _d, _a, status: app[METRICS].webhook_attempts.labels(str(status)).inc()
     )
@@ -118,17 +153,26 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         session,
         guard,
         spool_dir=settings.spool_dir,
-        max_bytes=settings.max_image_bytes,
+        # A slide is known as one only once it is here: the larger limit streams it to disk,
+        # and ImageSources.describe then holds a flat image to the flat limit.
+        max_bytes=max(settings.max_slide_bytes, settings.max_image_bytes),
         connect_timeout=settings.fetch_connect_timeout,
         read_timeout=settings.fetch_read_timeout,
         total_timeout=settings.fetch_total_timeout,
+    )
+    images = ImageSources(
+        fetcher,
+        guard,
+        FileRoots(settings.file_roots),
+        max_flat_bytes=settings.max_image_bytes,
+        max_flat_pixels=settings.max_image_pixels,
     )
     core = build_jobs_core(
         store=store,
         registry=app[REGISTRY],
         cpu_executor=runner,
         io_executor=LoopExecutor(app[REGISTRY], max_pixels=settings.max_image_pixels),
-        images=fetcher,
+        images=images,
         notifier=outbox,
         metrics=app[METRICS],
         policy=CorePolicy(
@@ -140,6 +184,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             max_job_timeout=settings.max_job_timeout,
             max_unfinished=settings.max_unfinished_jobs,
             spool_dir=settings.spool_dir,
+            image_retention=settings.image_retention_seconds,
+            poll_interval=settings.poll_interval,
         ),
         check_url=guard.check_url,
     )
@@ -149,6 +195,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     # A broken local pool is replaced at once: only a Dask cluster can be away.
     app[EXECUTOR_STATE] = (lambda: "ok") if isinstance(runner, ProcessPoolRunner) else runner.state
     await dispatcher.recover()
+    if store.exclusive:
+        await outbox.recover()
+    notifications = notifications_for(store)
+    if notifications is not None:
+        notifications.on(JOBS_CHANNEL, dispatcher.wake)
+        notifications.on(DELIVERIES_CHANNEL, outbox.wake)
+        await notifications.start()
+        app[NOTIFICATIONS] = notifications
     store_loops = [
         _supervised("dispatcher", dispatcher.run),
         _supervised("housekeeping", dispatcher.housekeeping),
@@ -172,9 +226,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # Loops that write to the store stop at their next step rather than being
         # cancelled mid-write (a database thread finishing after the event loop
         # closed is an error); whatever has not stopped in time is cancelled.
+        if notifications is not None:
+            await notifications.close()
         await dispatcher.close()
         outbox.stop()
-        _, late = await asyncio.wait(store_loops, timeout=settings.webhook_timeout + 1.0)
+        # The outbox gives its deliveries in flight the shutdown grace, then cuts them off.
+        _, late = await asyncio.wait(
+            store_loops, timeout=settings.webhook_shutdown_grace_seconds + 2.0
+        )
         for task in (*late, monitor):
             task.cancel()
         await asyncio.gather(*store_loops, monitor, return_exceptions=True)

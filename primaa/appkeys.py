@@ -9,12 +9,15 @@ import aiohttp
 from aiohttp import web
 
 from primaa.config import Settings
+from primaa.imaging.deepzoom import DeepZoomTiles
 from primaa.imaging.urlguard import UrlGuard
 from primaa.jobs.dispatcher import Dispatcher
 from primaa.jobs.manager import JobManager
 from primaa.jobs.storage import JobStore
 from primaa.metrics import Metrics
 from primaa.plugins.registry import AlgorithmRegistry
+from primaa.results.bbox import ResultIndexCache
+from primaa.store.notifications import PostgresNotifications
 from primaa.webhooks.outbox import Outbox
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -29,6 +32,10 @@ OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
 #: ``ok``, or why the executor of CPU-bound tasks cannot start tasks now.
 EXECUTOR_STATE: web.AppKey[Callable[[], str]] = web.AppKey("executor_state")
+DEEP_ZOOM = web.AppKey("deep_zoom", DeepZoomTiles)
+RESULT_INDEXES = web.AppKey("result_indexes", ResultIndexCache)
+#: Only on PostgreSQL: the LISTEN connection that wakes this replica.
+NOTIFICATIONS = web.AppKey("notifications", PostgresNotifications)
 
 #: Per request: its id, the validated JSON body and query, and the API key that made it.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -121,15 +121,18 @@ def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
     """Serve until SIGTERM/SIGINT, then drain (see :mod:`primaa.server`) and exit 0."""
     from primaa.app import create_app
     from primaa.server import StartupError, listen, serve
-    from primaa.store.factory import check_store_url
+    from primaa.store.factory import check_store_url, hold_store
+    from primaa.store.file_lock import DatabaseInUse
 
     try:
         check_data_dir(settings.data_dir)
         check_store_url(settings.resolved_database_url)
         check_executor(settings)
+        # Held until the process exits: one service per SQLite file.
+        _lock = hold_store(settings.resolved_database_url)
         loop_factory = event_loop_factory(settings.event_loop)
         sock = listen(settings.host, settings.port)
-    except (StartupError, ValueError) as exc:
+    except (StartupError, ValueError, DatabaseInUse) as exc:
         print(f"primaa: {exc}", file=sys.stderr)
         return EXIT_USAGE
     app = create_app(settings, registry=registry)

@@ -79,15 +79,24 @@ class Settings:
     max_connections: int = 0
     #: Largest JSON request body.
     max_body_bytes: int = 1_048_576
-    #: Largest image, downloaded or uploaded.
+    #: Largest flat image (PNG, JPEG, TIFF in strips), downloaded or uploaded.
     max_image_bytes: int = 1_073_741_824
+    #: Largest whole-slide image (SVS, NDPI, tiled TIFF...), downloaded or uploaded: slides are
+    #: streamed to disk and read tile by tile, never whole, so this bounds disk, not memory.
+    max_slide_bytes: int = 21_474_836_480
+    #: Directories ``file://`` image URLs may name (shared storage); empty refuses them all.
+    file_roots: tuple[Path, ...] = ()
     #: Largest decoded image; bigger ones fail before decoding (decompression bombs).
     max_image_pixels: int = 400_000_000
+    #: Seconds a finished job's image is kept for the web viewer; 0: removed when it ends.
+    image_retention_seconds: float = 86_400.0
+    #: Deep-zoom tiles (encoded JPEGs) the viewer's tile cache holds, across all jobs.
+    viewer_tile_cache: int = 2048
     fetch_connect_timeout: float = 10.0
     fetch_read_timeout: float = 60.0
     fetch_total_timeout: float = 900.0
     #: How long a dispatcher holds a Running job without renewing its lease.
-    lease_seconds: float = 30.0
+    lease_seconds: float = 10.0
     #: Runs of one job (first run plus retries after a lost worker or lease).
     max_attempts: int = 3
     #: Time limit of a job when neither the job nor its algorithm sets one.
@@ -103,6 +112,13 @@ class Settings:
     #: On SIGTERM/SIGINT, how long running jobs may go on before they are handed back.
     shutdown_grace_seconds: float = 30.0
     webhook_timeout: float = 10.0
+    #: Callbacks in flight at once, and at most so many to one receiver host.
+    webhook_concurrency: int = 16
+    webhook_concurrency_per_host: int = 4
+    #: On shutdown, how long callbacks in flight may go on; the rest are sent after a restart.
+    webhook_shutdown_grace_seconds: float = 2.0
+    #: Seconds between claims of jobs and callbacks when nothing wakes the service.
+    poll_interval: float = 1.0
     #: Seconds between callback attempts after the first (Standard Webhooks' schedule).
     webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     #: ``whsec_``-prefixed base64 key; when set, callbacks carry Standard Webhooks signatures.
@@ -299,7 +315,24 @@ def _validate(settings: Settings) -> None:
     require(0 < settings.port < 65536, "port", f"must be 1-65535, got {settings.port}")
     require(settings.workers >= 0, "workers", "must be 0 (one per CPU) or more")
     require(settings.io_concurrency >= 1, "io_concurrency", "must be at least 1")
-    for key in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_unfinished_jobs"):
+    require(settings.webhook_concurrency >= 1, "webhook_concurrency", "must be at least 1")
+    require(
+        settings.webhook_concurrency_per_host >= 1,
+        "webhook_concurrency_per_host",
+        "must be at least 1",
+    )
+    require(
+        settings.webhook_shutdown_grace_seconds >= 0,
+        "webhook_shutdown_grace_seconds",
+        "must be 0 (cut callbacks in flight off at once) or more seconds",
+    )
+    for key in (
+        "max_body_bytes",
+        "max_image_bytes",
+        "max_slide_bytes",
+        "max_image_pixels",
+        "max_unfinished_jobs",
+    ):
         require(getattr(settings, key) > 0, key, "must be positive")
     for key in (
         "fetch_connect_timeout",
@@ -309,14 +342,23 @@ def _validate(settings: Settings) -> None:
         "job_timeout",
         "max_job_timeout",
         "webhook_timeout",
+        "poll_interval",
         "loop_lag_warning_ms",
         "keepalive_timeout",
         "body_timeout",
     ):
         require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
+    for root in settings.file_roots:
+        require(root.is_absolute(), "file_roots", f"{root} is not an absolute path")
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
     require(settings.min_body_rate >= 0, "min_body_rate", "must not be negative")
     require(settings.max_connections >= 0, "max_connections", "must be 0 (auto) or more")
+    require(
+        settings.image_retention_seconds >= 0,
+        "image_retention_seconds",
+        "must be 0 (remove when the job ends) or more seconds",
+    )
+    require(settings.viewer_tile_cache >= 0, "viewer_tile_cache", "must not be negative")
     require(settings.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")
     require(
         settings.worker_memory_limit_mb == 0

@@ -108,7 +108,7 @@ async def drain(app: web.Application) -> None:
     """Let running jobs finish within the grace, then send the callbacks that are due."""
     settings = app[SETTINGS]
     await app[DISPATCHER].drain(settings.shutdown_grace_seconds)
-    await flush_callbacks(app[STORE], app[OUTBOX], within=settings.webhook_timeout)
+    await flush_callbacks(app[STORE], app[OUTBOX], within=settings.webhook_shutdown_grace_seconds)
 
 
 async def flush_callbacks(store: DeliveryStore, outbox: Outbox, *, within: float) -> None:

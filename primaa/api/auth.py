@@ -25,8 +25,9 @@ from primaa.api.errors import ApiError
 from primaa.appkeys import CLIENT_ID
 from primaa.config import API_KEY_HASH_PREFIX, Settings, hash_api_key
 
-#: Routes anyone may call: liveness probes and the public API documentation.
-PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/docs/static"})
+#: Routes anyone may call: liveness probes, the public API documentation, and the web
+#: viewer's page and files (the page asks for a key and sends it with every API call).
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/docs/static", "/viewer"})
 CLIENT_ID_CHARS = 16
 WWW_AUTHENTICATE = 'Bearer realm="primaa"'
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -25,11 +26,14 @@ from primaa.api.schemas import (
     JobSubmissionSchema,
     ResultQuerySchema,
 )
-from primaa.appkeys import CLIENT_ID, JSON_BODY, MANAGER, QUERY, SETTINGS
+from primaa.appkeys import CLIENT_ID, JSON_BODY, MANAGER, QUERY, RESULT_INDEXES, SETTINGS
+from primaa.config import Settings
+from primaa.imaging.describe import is_slide
 from primaa.imaging.fetch import EmptyUpload, FetchError, SpoolFull, spool_part
 from primaa.jobs.errors import StorageUnavailable
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
+from primaa.results.bbox import BadBbox, ResultIndex, parse_bbox
 from primaa.results.qupath import feature_to_qupath
 
 TAG = ["jobs"]
@@ -128,7 +132,7 @@ async def _upload_request(request: web.Request) -> JobRequest:
                         raise ApiError(400, "bad_request", "more than one `image` part")
                     image_path = upload_dir / f"{uuid.uuid4().hex}.img"
                     try:
-                        await spool_part(part, image_path, settings.max_image_bytes)
+                        await _spool_image(part, image_path, settings)
                     except EmptyUpload as exc:
                         raise ApiError(
                             422, "validation_error", str(exc), {"image": [str(exc)]}
@@ -170,6 +174,17 @@ async def _upload_request(request: web.Request) -> JobRequest:
             image_path.unlink(missing_ok=True)
         raise
     return job_request_from(data, image_path)
+
+
+async def _spool_image(part: BodyPartReader, dest: Path, settings: Settings) -> None:
+    """Stream the upload within the slide limit, then hold a flat image to the flat one:
+    what the file is shows only once it is here (OpenSlide reads it, or not)."""
+    written = await spool_part(part, dest, max(settings.max_slide_bytes, settings.max_image_bytes))
+    if written > settings.max_image_bytes and not await asyncio.to_thread(is_slide, dest):
+        raise FetchError(
+            f"upload of {written:,} bytes is not a whole-slide image and is larger than the"
+            f" limit for flat images ({settings.max_image_bytes:,} bytes, max_image_bytes)"
+        )
 
 
 @docs(
@@ -215,6 +230,7 @@ async def get_job(request: web.Request) -> web.Response:
     tags=TAG,
     summary="The result of a completed job",
     responses={
+        400: {"schema": ErrorSchema, "description": "A malformed `bbox`"},
         404: {"schema": ErrorSchema, "description": "No such job"},
         409: {"schema": ErrorSchema, "description": "The job has no result (yet)"},
     },
@@ -223,10 +239,36 @@ async def get_job(request: web.Request) -> web.Response:
 @response_schema(FeatureSchema, 200, description="GeoJSON Feature, or QuPath FeatureCollection")
 async def get_result(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    feature = await manager.result(request.match_info["job_id"], client_id=client_id_of(request))
-    if request[QUERY]["format"] == "qupath":
+    query = request[QUERY]
+    feature: Mapping[str, Any]
+    if "bbox" in query:
+        feature = await _result_window(request, query["bbox"], query["limit"])
+    else:
+        feature = await manager.result(
+            request.match_info["job_id"], client_id=client_id_of(request)
+        )
+    if query["format"] == "qupath":
         return json_response(feature_to_qupath(feature), content_type="application/geo+json")
     return json_response(dict(feature), content_type="application/geo+json")
+
+
+async def _result_window(request: web.Request, bbox_text: str, limit: int) -> dict[str, Any]:
+    """The result's objects in a window, from an index built once per result, off the loop."""
+    try:
+        bbox = parse_bbox(bbox_text)
+    except BadBbox as exc:
+        raise ApiError(400, "bad_bbox", str(exc)) from None
+    manager = request.app[MANAGER]
+    job_id = request.match_info["job_id"]
+    client_id = client_id_of(request)
+    indexes = request.app[RESULT_INDEXES]
+    await manager.get(job_id, client_id=client_id)
+    index = indexes.get(job_id)
+    if index is None:
+        feature = await manager.result(job_id, client_id=client_id)
+        index = await asyncio.to_thread(ResultIndex.of, feature)
+        indexes.put(job_id, index)
+    return await asyncio.to_thread(index.window, bbox, limit)
 
 
 @docs(

@@ -80,12 +80,3 @@ async def openapi_json(request: web.Request) -> web.Response:
 )
 async def swagger_ui(request: web.Request) -> web.Response:
     return web.Response(text=swagger_page("/openapi.json", STATIC_URL), content_type="text/html")
-
-
-@docs(
-    tags=TAG,
-    summary="The front page: the API documentation, until the web viewer exists",
-    responses={302: {"description": "Redirect to /docs"}},
-)
-async def home(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/docs")

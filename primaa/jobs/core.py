@@ -10,6 +10,7 @@ from pathlib import Path
 
 from primaa.jobs.admission import Admission
 from primaa.jobs.dispatcher import Dispatcher, DispatchPolicy
+from primaa.jobs.images import JobImages
 from primaa.jobs.manager import JobManager
 from primaa.jobs.outcomes import FailurePolicy, Outcomes
 from primaa.jobs.ports import Executor, ImageSource, JobMetrics, Notifier
@@ -31,7 +32,11 @@ class CorePolicy:
     max_job_timeout: float
     max_unfinished: int
     spool_dir: Path
+    #: Seconds a finished job's image is kept for the viewer; 0: removed when it ends.
+    image_retention: float = 0.0
     housekeeping_interval: float = 1.0
+    #: Seconds between claims when nothing wakes the dispatcher.
+    poll_interval: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,12 +63,13 @@ def build_jobs_core(
         # Reporting the same fraction twice (one executor for both) changes nothing.
         executor.on_progress(running.report)
     admission = Admission(store, max_unfinished=policy.max_unfinished, clock=clock)
+    job_images = JobImages(policy.spool_dir, retention=policy.image_retention, clock=clock)
     outcomes = Outcomes(
         store=store,
         notifier=notifier,
         metrics=metrics,
         admission=admission,
-        spool_dir=policy.spool_dir,
+        images=job_images,
         clock=clock,
     )
     manager = JobManager(
@@ -76,6 +82,8 @@ def build_jobs_core(
         wake_dispatcher=lambda: dispatcher.wake(),
         max_job_timeout=policy.max_job_timeout,
         check_url=check_url,
+        sources=images,
+        images=job_images,
         clock=clock,
     )
     runner = JobRunner(
@@ -83,6 +91,7 @@ def build_jobs_core(
         cpu=cpu_executor,
         io=io_executor,
         images=images,
+        record_image=store.set_image,
         outcomes=outcomes,
         failures=FailurePolicy(max_attempts=policy.max_attempts),
         limits=RunnerLimits(
@@ -104,7 +113,9 @@ def build_jobs_core(
             lease_seconds=policy.lease_seconds,
             max_attempts=policy.max_attempts,
             housekeeping_interval=policy.housekeeping_interval,
+            poll_interval=policy.poll_interval,
         ),
+        images=job_images,
         clock=clock,
     )
     return JobsCore(manager=manager, dispatcher=dispatcher)

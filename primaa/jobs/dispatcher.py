@@ -18,6 +18,7 @@ from collections.abc import Callable
 import structlog
 
 from primaa.jobs.admission import Admission
+from primaa.jobs.images import JobImages
 from primaa.jobs.model import Job
 from primaa.jobs.outcomes import Outcomes
 from primaa.jobs.runner import JobRunner
@@ -35,6 +36,9 @@ class DispatchPolicy:
     max_attempts: int
     #: How often leases are renewed, progress flushed and expired leases swept.
     housekeeping_interval: float = 1.0
+    #: Seconds between claims when nothing wakes the claim loop (a fallback: new jobs,
+    #: freed room and, between replicas, store notifications wake it).
+    poll_interval: float = 1.0
 
 
 class Dispatcher:
@@ -47,6 +51,7 @@ class Dispatcher:
         outcomes: Outcomes,
         admission: Admission,
         policy: DispatchPolicy,
+        images: JobImages | None = None,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
@@ -55,6 +60,7 @@ class Dispatcher:
         self._outcomes = outcomes
         self._admission = admission
         self._policy = policy
+        self._images = images
         self._clock = clock
         #: This process as the holder of leases (not to be confused with a job's client).
         self.lease_owner = f"primaa-{uuid.uuid4().hex[:12]}"
@@ -102,7 +108,7 @@ class Dispatcher:
                     self._start(job)
             if len(claimed) < free or free <= 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._policy.housekeeping_interval)
+                    await asyncio.wait_for(self._wakeup.wait(), self._policy.poll_interval)
 
     def _start(self, job: Job) -> None:
         running = self._running.add(job)
@@ -124,7 +130,8 @@ class Dispatcher:
             self._wakeup.set()
 
     async def housekeeping(self) -> None:
-        """Renew leases, flush progress, and requeue jobs whose lease expired elsewhere."""
+        """Renew leases, flush progress, requeue jobs whose lease expired elsewhere, and
+        remove finished jobs' images past their retention."""
         last_renewal = self._clock()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
@@ -146,6 +153,8 @@ class Dispatcher:
                         now=now,
                     )
                 await self._requeue_expired(now)
+            if self._images is not None:
+                await self._images.sweep()
 
     async def _requeue_expired(self, now: float) -> None:
         outcome: Requeued = await self._store.requeue_expired(

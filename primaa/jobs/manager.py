@@ -28,9 +28,10 @@ from primaa.jobs.errors import (
     UnknownAlgorithm,
     schema_messages,
 )
+from primaa.jobs.images import JobImages
 from primaa.jobs.model import Delivery, Job, JobState, JobStatus, new_id
 from primaa.jobs.outcomes import Outcomes
-from primaa.jobs.ports import Notifier
+from primaa.jobs.ports import ImageSource, Notifier
 from primaa.jobs.running import RunningJobs
 from primaa.jobs.storage import JobPage, JobStore, StaleJob
 from primaa.plugins.algorithm import AnyAlgorithm
@@ -66,8 +67,12 @@ class JobManager:
         wake_dispatcher: Callable[[], None],
         max_job_timeout: float,
         check_url: Callable[[str], object] | None = None,
+        sources: ImageSource | None = None,
+        images: JobImages,
         clock: Callable[[], float],
     ) -> None:
+        """``check_url`` refuses callback URLs (and image URLs without ``sources``),
+        raising ``ValueError``; ``sources`` checks image URLs, ``file://`` included."""
         self.store = store
         self.registry = registry
         self._admission = admission
@@ -77,6 +82,8 @@ class JobManager:
         self._wake_dispatcher = wake_dispatcher
         self._max_job_timeout = max_job_timeout
         self._check_url = check_url
+        self._sources = sources
+        self._images = images
         self._clock = clock
         #: One parameter schema per algorithm: building a marshmallow schema costs three
         #: times as much as loading a submission's parameters with it.
@@ -104,15 +111,19 @@ class JobManager:
             raise InvalidRequest(
                 "timeout", f"must not exceed {self._max_job_timeout:g} s on this server"
             )
-        for field, url in (
-            ("image_url", request.image_url),
-            ("callback_url", request.callback_url),
-        ):
-            if url is not None and self._check_url is not None:
-                try:
-                    self._check_url(url)
-                except ValueError as exc:
-                    raise InvalidRequest(field, str(exc)) from None
+        try:
+            if request.image_url is not None:
+                if self._sources is not None:
+                    await self._sources.check(request.image_url)
+                elif self._check_url is not None:
+                    self._check_url(request.image_url)
+        except ValueError as exc:
+            raise InvalidRequest("image_url", str(exc)) from None
+        if request.callback_url is not None and self._check_url is not None:
+            try:
+                self._check_url(request.callback_url)
+            except ValueError as exc:
+                raise InvalidRequest("callback_url", str(exc)) from None
         now = self._clock()
         job = Job(
             job_id=new_id(),
@@ -171,6 +182,19 @@ class JobManager:
         if result is None:
             raise ResultNotReady(job_id, job.status)
         return result
+
+    async def image_path(self, job_id: str, *, client_id: str | None = None) -> Path | None:
+        """The local file of a job's image, for the viewer; ``None`` when there is none here.
+
+        The one door to a job's pixels: a job another client owns is not found. A
+        slide on shared storage is read where it is, as long as its root allows it.
+        """
+        job = await self.get(job_id, client_id=client_id)
+        if job.image_url is not None and self._sources is not None:
+            in_place = await self._sources.in_place(job.image_url)
+            if in_place is not None:
+                return in_place
+        return self._images.path_of(job)
 
     async def deliveries(self, job: Job) -> builtins.list[Delivery]:
         """The callback deliveries of a job the caller already read (and may see)."""

@@ -9,17 +9,16 @@ callback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
 from primaa.jobs.admission import Admission
 from primaa.jobs.errors import StorageUnavailable, UnknownAlgorithm
+from primaa.jobs.images import JobImages
 from primaa.jobs.model import Delivery, Job, JobStatus
 from primaa.jobs.ports import (
     JobInterrupted,
@@ -92,14 +91,14 @@ class Outcomes:
         notifier: Notifier,
         metrics: JobMetrics,
         admission: Admission,
-        spool_dir: Path,
+        images: JobImages,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._metrics = metrics
         self._admission = admission
-        self._spool_dir = spool_dir
+        self._images = images
         self._clock = clock
 
     async def finish(
@@ -119,9 +118,16 @@ class Outcomes:
             delivery = self.delivery(final, feature or failure_feature(final))
         await self._persist(
             final.job_id,
-            lambda: self._store.finish(final, expected=expected, result=feature, delivery=delivery),
+            lambda: self._store.finish(
+                final,
+                expected=expected,
+                result=feature,
+                delivery=delivery,
+                # A Running job is this process's to end only while it holds the lease.
+                lease_owner=job.lease_owner if expected is JobStatus.RUNNING else None,
+            ),
         )
-        self._cleanup_spool(final)
+        self._images.release(final)
         self._admission.job_ended()
         seconds = (final.finished_at or 0.0) - (final.started_at or final.created_at)
         self._metrics.job_finished(final.algorithm, str(status), seconds)
@@ -155,23 +161,31 @@ class Outcomes:
 
     async def release(self, job: Job) -> None:
         """Hand a job back on shutdown without counting the interrupted attempt."""
-        await self._back_to_pending(job, counted=False)
-        log.info("job_released", job_id=job.job_id)
+        if await self._back_to_pending(job, counted=False):
+            log.info("job_released", job_id=job.job_id)
 
-    async def _back_to_pending(self, job: Job, *, counted: bool) -> None:
+    async def _back_to_pending(self, job: Job, *, counted: bool) -> bool:
         """Move a Running job back to Pending, whatever cancels the caller.
 
         An uncounted retry (a neighbour's worker died, or a shutdown) gives the
         attempt back: it cannot loop, since each interruption costs the job that
-        caused it its only attempt.
+        caused it its only attempt. ``False`` when the lease was lost meanwhile.
         """
         pending = job.moved_to(
             JobStatus.PENDING, attempts=job.attempts if counted else max(job.attempts - 1, 0)
         )
-        with contextlib.suppress(StaleJob):
+        try:
             await self._persist(
-                job.job_id, lambda: self._store.finish(pending, expected=JobStatus.RUNNING)
+                job.job_id,
+                lambda: self._store.finish(
+                    pending, expected=JobStatus.RUNNING, lease_owner=job.lease_owner
+                ),
             )
+        except StaleJob:
+            # The lease was lost meanwhile: the job is another run's (or was ended) now.
+            log.warning("job_outcome_dropped", job_id=job.job_id, reason="lease lost")
+            return False
+        return True
 
     async def _persist(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
         """Run ``write`` to its end whatever cancels the caller, retrying while the store
@@ -227,10 +241,3 @@ class Outcomes:
                 self._notifier.wake()
         if outcome.retried:
             log.info("jobs_requeued", count=len(outcome.retried))
-
-    def _cleanup_spool(self, job: Job) -> None:
-        """Spooled images are kept for retries and removed once the job is final."""
-        if job.image_path is not None:
-            Path(job.image_path).unlink(missing_ok=True)
-        if job.image_url is not None:
-            (self._spool_dir / f"{job.job_id}.img").unlink(missing_ok=True)

@@ -47,6 +47,10 @@ class StaleJob(Exception):
     """The job was not in the expected state: someone else moved it first."""
 
 
+class LostClaim(KeyError):
+    """The delivery's claim is no longer this process's: its attempt is not recorded."""
+
+
 class JobStore(Protocol):
     #: True when one service process owns the store (SQLite file, memory): at
     #: start-up every Running job is an orphan of a previous run and can be requeued
@@ -115,6 +119,12 @@ class JobStore(Protocol):
     async def set_progress(self, job_id: str, progress_percent: float) -> None:
         """Record progress (0-100) of a Running job; ignored for other states."""
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        """Record what a Running job's image is (a JSON object); ignored for other states.
+
+        Only this writes ``Job.image``: a final write leaves it as it is.
+        """
+
     async def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a Pending job at once, or flag a Running one for cancellation.
 
@@ -129,12 +139,16 @@ class JobStore(Protocol):
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        lease_owner: str | None = None,
     ) -> None:
-        """Write ``job`` (already moved to its new status) if it is still ``expected``.
+        """Write ``job`` (already moved to its new status) if it is still ``expected``
+        and, with ``lease_owner``, still leased to it: a process that lost the lease
+        (it expired, and the job went back to Pending or on to another) cannot end it.
 
         The result and the callback delivery are written in the same transaction
         as the status, so a finished job never lacks its callback. Raises
-        :class:`StaleJob` when the job is no longer in ``expected``, and
+        :class:`StaleJob` when the job is no longer in ``expected`` (or leased to
+        ``lease_owner``), and
         :class:`~primaa.jobs.model.InvalidTransition` when ``expected`` → ``job.status``
         is not a transition at all. A ``cancel_requested`` flag set meanwhile is kept.
         """
@@ -145,7 +159,18 @@ class JobStore(Protocol):
         """Number of jobs per (algorithm, status), for metrics and back-pressure."""
 
     async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first."""
+        """Pending deliveries whose next attempt is due, oldest first, claimed or not."""
+
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]:
+        """Claim up to ``limit`` due deliveries for ``holder`` until ``now + claim_seconds``.
+
+        Oldest first; a delivery claimed by anyone and not expired is left out, and so
+        is any delivery to a receiver host that already has ``per_host`` claims in
+        flight (one slow receiver cannot take every slot). A claim whose holder died
+        expires and is taken over. Each attempt is sent by the holder of its claim only.
+        """
 
     async def record_attempt(
         self,
@@ -154,10 +179,22 @@ class JobStore(Protocol):
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
     ) -> None:
-        """Append an attempt and set the delivery's new status and next attempt time.
+        """Append an attempt, set the delivery's new status and next attempt time, and
+        give its claim up.
 
-        ``next_attempt_at=None`` keeps the current time; an unknown delivery is a ``KeyError``.
+        ``next_attempt_at=None`` keeps the current time; an unknown delivery is a
+        ``KeyError``. With ``holder``, only while ``holder`` holds the claim: a claim
+        taken over by another process is :class:`LostClaim`, and nothing is written.
+        """
+
+    async def release_deliveries(self, delivery_ids: Sequence[str] | None, *, holder: str) -> None:
+        """Give claims back without an attempt, so they are due again at once.
+
+        ``delivery_ids`` held by ``holder`` (an outbox that stops mid-send), or with
+        ``None`` every claim of every holder (the start of a store one process owns:
+        its claims are a previous run's).
         """
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]: ...
@@ -170,9 +207,13 @@ class JobStore(Protocol):
 
 
 class DeliveryStore(Protocol):
-    """The part of the store the outbox uses: due callbacks in, attempts out."""
+    """The part of the store the outbox uses: due callbacks claimed, attempts recorded."""
 
     async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]: ...
+
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]: ...
 
     async def record_attempt(
         self,
@@ -181,4 +222,9 @@ class DeliveryStore(Protocol):
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
+    ) -> None: ...
+
+    async def release_deliveries(
+        self, delivery_ids: Sequence[str] | None, *, holder: str
     ) -> None: ...

@@ -1,5 +1,5 @@
 """What every store shares, so their answers agree: the paging cursor, page limits,
-and the error of a job whose lease kept expiring.
+the error of a job whose lease kept expiring, and the receiver host of a callback.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import base64
 import binascii
 import json
 import math
+import urllib.parse
 
 #: Largest page a caller may ask for; a guard against unbounded reads.
 MAX_PAGE = 1000
@@ -46,3 +47,21 @@ def check_limit(limit: int) -> None:
 #: The error of a job that ``requeue_expired`` failed; ``{}`` is its number of attempts.
 #: The SQL store builds the same text in SQL.
 EXPIRED_ERROR = "gave up after {} attempts: the job's lease expired each time"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def receiver_host(url: str) -> str:
+    """The host and port a callback goes to (``cb.example:443``): the unit the outbox
+    limits deliveries by, so one slow receiver cannot take every slot."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port else host

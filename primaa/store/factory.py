@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from primaa.jobs.storage import JobStore
+from primaa.store.file_lock import hold_sqlite_database
 from primaa.store.memory import MemoryStore
+from primaa.store.notifications import PostgresNotifications
 from primaa.store.sql import SqlStore
 from primaa.store.sql_engine import store_url
 
@@ -38,3 +41,22 @@ def open_store_from_url(url: str) -> JobStore:
     if url == MEMORY_URL:
         return MemoryStore()
     return SqlStore(url)
+
+
+def notifications_for(store: JobStore) -> PostgresNotifications | None:
+    """The wake-ups between replicas of a PostgreSQL store; ``None`` where one process
+    owns the store (SQLite, memory) and wakes its own loops."""
+    if isinstance(store, SqlStore) and store.dialect == "postgresql":
+        return PostgresNotifications(store.url, store.engine_options.get("connect_args"))
+    return None
+
+
+def hold_store(url: str) -> int | None:
+    """For ``primaa serve``: lock a SQLite database to this process (see
+    :mod:`primaa.store.file_lock`); other stores need no lock."""
+    if url == MEMORY_URL:
+        return None
+    parsed = store_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return hold_sqlite_database(Path(parsed.database))

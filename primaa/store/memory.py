@@ -25,8 +25,14 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import JobPage, Requeued, StaleJob
-from primaa.store.common import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
+from primaa.jobs.storage import JobPage, LostClaim, Requeued, StaleJob
+from primaa.store.common import (
+    EXPIRED_ERROR,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    receiver_host,
+)
 
 
 def _no_delivery(_job: Job) -> Delivery | None:
@@ -47,6 +53,8 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._results: dict[str, dict[str, Any]] = {}
         self._deliveries: dict[str, Delivery] = {}
+        #: Claimed deliveries: their holder and until when.
+        self._claims: dict[str, tuple[str, float]] = {}
 
     async def open(self) -> None:
         pass
@@ -171,6 +179,11 @@ class MemoryStore:
         if job is not None and job.status is JobStatus.RUNNING:
             self._jobs[job_id] = job.evolve(progress_percent=progress_percent)
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.status is JobStatus.RUNNING:
+            self._jobs[job_id] = job.evolve(image=_json_copy(image))
+
     async def request_cancel(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None or job.status.is_terminal:
@@ -190,15 +203,19 @@ class MemoryStore:
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        lease_owner: str | None = None,
     ) -> None:
         check_transition(expected, job.status)
         current = self._jobs.get(job.job_id)
         if current is None or current.status is not expected:
             raise StaleJob(f"job {job.job_id} is no longer {expected}")
+        if lease_owner is not None and current.lease_owner != lease_owner:
+            raise StaleJob(f"job {job.job_id} is no longer {expected} leased to {lease_owner}")
         if delivery is not None and delivery.delivery_id in self._deliveries:
             raise ValueError(f"delivery {delivery.delivery_id} already exists")
         self._jobs[job.job_id] = job.evolve(
             parameters=current.parameters,
+            image=current.image,
             cancel_requested=job.cancel_requested or current.cancel_requested,
         )
         if result is not None:
@@ -220,13 +237,38 @@ class MemoryStore:
         return counts
 
     async def due_deliveries(self, *, now: float, limit: int) -> builtins.list[Delivery]:
+        return self._due(now)[: max(limit, 0)]
+
+    def _due(self, now: float) -> builtins.list[Delivery]:
         due = [
             d
             for d in self._deliveries.values()
             if d.status is DeliveryStatus.PENDING and d.next_attempt_at <= now
         ]
         due.sort(key=lambda d: (d.next_attempt_at, d.created_at, d.delivery_id))
-        return due[: max(limit, 0)]
+        return due
+
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]:
+        in_flight: dict[str, int] = {}
+        for delivery_id, (_, expires) in self._claims.items():
+            delivery = self._deliveries[delivery_id]
+            if delivery.status is DeliveryStatus.PENDING and expires >= now:
+                host = receiver_host(delivery.url)
+                in_flight[host] = in_flight.get(host, 0) + 1
+        claimed: list[Delivery] = []
+        for delivery in self._due(now):
+            if len(claimed) >= limit:
+                break
+            claim = self._claims.get(delivery.delivery_id)
+            host = receiver_host(delivery.url)
+            if (claim is not None and claim[1] >= now) or in_flight.get(host, 0) >= per_host:
+                continue
+            in_flight[host] = in_flight.get(host, 0) + 1
+            self._claims[delivery.delivery_id] = (holder, now + claim_seconds)
+            claimed.append(delivery)
+        return claimed
 
     async def record_attempt(
         self,
@@ -235,10 +277,14 @@ class MemoryStore:
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
     ) -> None:
         delivery = self._deliveries.get(delivery_id)
         if delivery is None:
             raise KeyError(delivery_id)
+        if holder is not None and self._claims.get(delivery_id, ("",))[0] != holder:
+            raise LostClaim(delivery_id)
+        self._claims.pop(delivery_id, None)
         self._deliveries[delivery_id] = delivery.evolve(
             attempts=(*delivery.attempts, attempt),
             status=status,
@@ -246,6 +292,14 @@ class MemoryStore:
                 delivery.next_attempt_at if next_attempt_at is None else next_attempt_at
             ),
         )
+
+    async def release_deliveries(self, delivery_ids: Sequence[str] | None, *, holder: str) -> None:
+        if delivery_ids is None:
+            self._claims.clear()
+            return
+        for delivery_id in delivery_ids:
+            if self._claims.get(delivery_id, ("",))[0] == holder:
+                del self._claims[delivery_id]
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
         found = [d for d in self._deliveries.values() if d.job_id == job_id]

@@ -29,6 +29,7 @@ from primaa.jobs.model import (
     JobState,
     JobStatus,
 )
+from primaa.store.common import receiver_host
 
 
 class Rows(NamedTuple):
@@ -47,8 +48,11 @@ class Rows(NamedTuple):
 _STATUSES: Final = {status.value: status for status in JobStatus}
 
 _JOB_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Job))
-if _JOB_FIELDS[2:4] != ("parameters", "status") or _JOB_FIELDS[-1] != "cancel_requested":
-    raise ImportError("_job_from_values needs parameters, status and cancel_requested there")
+if _JOB_FIELDS[2:4] != ("parameters", "status") or _JOB_FIELDS[-2:] != (
+    "cancel_requested",
+    "image",
+):
+    raise ImportError("_job_from_values needs parameters, status, cancel_requested, image there")
 _STATE_COLUMNS: Final = ("status", "error", "client_id")
 _DELIVERY_COLUMNS: Final = (
     "delivery_id",
@@ -91,8 +95,9 @@ def _job_from_values(values: tuple[Any, ...]) -> Job:
         values[1],
         _json_value(values[2]),
         _STATUSES[values[3]],
-        *values[4:-1],
-        bool(values[-1]),
+        *values[4:-2],
+        bool(values[-2]),
+        _json_value(values[-1]),
     )
     return Job(*decoded)
 
@@ -180,6 +185,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "lease_owner": job.lease_owner,
         "lease_expires_at": job.lease_expires_at,
         "cancel_requested": job.cancel_requested,
+        "image": job.image,
     }
 
 
@@ -194,6 +200,7 @@ def delivery_row(delivery: Delivery) -> dict[str, Any]:
         "status": delivery.status.value,
         "next_attempt_at": delivery.next_attempt_at,
         "created_at": delivery.created_at,
+        "host": receiver_host(delivery.url),
     }
 
 

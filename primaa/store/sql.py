@@ -30,7 +30,7 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import JobPage, Requeued, StaleJob
+from primaa.jobs.storage import JobPage, LostClaim, Requeued, StaleJob
 from primaa.store import statements as st
 from primaa.store.common import check_limit, decode_cursor, encode_cursor
 from primaa.store.postgres_access import PostgresAccess
@@ -78,6 +78,7 @@ class SqlStore:
         ``create_async_engine`` (PostgreSQL): pool sizes, ``connect_args`` such as a
         PostgreSQL ``search_path``."""
         self.url = store_url(url)
+        self.engine_options: Mapping[str, Any] = dict(engine_options or {})
         self.dialect = self.url.get_backend_name()
         self.exclusive = self.dialect == "sqlite"
         self.database: DatabaseAccess = (
@@ -86,6 +87,7 @@ class SqlStore:
             else PostgresAccess(self.url, engine_options)
         )
         self._claim = st.claim_statement(self.dialect)
+        self._claim_deliveries = st.claim_deliveries_statement(self.dialect)
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` in a transaction: the store's one way to write."""
@@ -190,6 +192,10 @@ class SqlStore:
         params = {"id": job_id, "new_progress": progress_percent}
         await self.run(lambda conn: conn.execute(st.SET_PROGRESS, params))
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        params = {"id": job_id, "new_image": dict(image)}
+        await self.run(lambda conn: conn.execute(st.SET_IMAGE, params))
+
     async def request_cancel(self, job_id: str) -> Job | None:
         now = time.time()
 
@@ -210,16 +216,20 @@ class SqlStore:
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        lease_owner: str | None = None,
     ) -> None:
         check_transition(expected, job.status)
         values = job_row(job)
         params = {f"new_{name}": values[name] for name in st.FINISH_COLUMNS}
-        params.update(id=job.job_id, expected=expected.value, cancel=job.cancel_requested)
+        params.update(
+            id=job.job_id, expected=expected.value, cancel=job.cancel_requested, holder=lease_owner
+        )
         geojson = json_text(result) if result is not None else None
 
         def finish(conn: Connection) -> None:
             if conn.execute(st.FINISH, params).rowcount != 1:
-                raise StaleJob(f"job {job.job_id} is no longer {expected}")
+                held = f" leased to {lease_owner}" if lease_owner is not None else ""
+                raise StaleJob(f"job {job.job_id} is no longer {expected}{held}")
             if geojson is not None:
                 conn.execute(results.insert(), {"job_id": job.job_id, "geojson": geojson})
             if delivery is not None:
@@ -247,6 +257,28 @@ class SqlStore:
             await self.run(lambda conn: Rows.of(conn.execute(st.DUE, params)))
         )
 
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> builtins.list[Delivery]:
+        if limit <= 0:
+            return []
+        params = {
+            "holder": holder,
+            "now": now,
+            "expires": now + claim_seconds,
+            "limit": limit,
+            "per_host": per_host,
+        }
+
+        def claim(conn: Connection) -> Rows:
+            ids = conn.execute(self._claim_deliveries, params).scalars().all()
+            if not ids:
+                return Rows((), [])
+            return Rows.of(conn.execute(st.CLAIMED, {"ids": list(ids)}))
+
+        claimed = await self.run(claim)
+        return deliveries_from_rows(claimed) if claimed.rows else []
+
     async def record_attempt(
         self,
         delivery_id: str,
@@ -254,15 +286,33 @@ class SqlStore:
         *,
         status: DeliveryStatus,
         next_attempt_at: float | None,
+        holder: str | None = None,
     ) -> None:
-        params = {"id": delivery_id, "new_status": status.value, "next": next_attempt_at}
+        params = {
+            "id": delivery_id,
+            "new_status": status.value,
+            "next": next_attempt_at,
+            "holder": holder,
+        }
 
         def record(conn: Connection) -> None:
             if conn.execute(st.RECORD, params).rowcount != 1:
+                if (
+                    holder is not None
+                    and conn.execute(st.DELIVERY_EXISTS, {"id": delivery_id}).first()
+                ):
+                    raise LostClaim(delivery_id)
                 raise KeyError(delivery_id)
             conn.execute(delivery_attempts.insert(), attempt_row(delivery_id, attempt))
 
         await self.run(record)
+
+    async def release_deliveries(self, delivery_ids: Sequence[str] | None, *, holder: str) -> None:
+        if delivery_ids is None:
+            await self.run(lambda conn: conn.execute(st.RELEASE_ALL))
+        elif delivery_ids:
+            params = {"ids": list(delivery_ids), "holder": holder}
+            await self.run(lambda conn: conn.execute(st.RELEASE, params))
 
     async def deliveries_for(self, job_id: str) -> builtins.list[Delivery]:
         """Read with every ``GET /jobs/{id}``, by the same path as :meth:`get`."""

@@ -33,6 +33,11 @@ SET_PROGRESS: Final = (
     .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
     .values(progress_percent=sa.bindparam("new_progress"))
 )
+SET_IMAGE: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
+    .values(image=sa.bindparam("new_image"))
+)
 RENEW: Final = (
     jobs.update()
     .where(
@@ -42,14 +47,26 @@ RENEW: Final = (
     )
     .values(lease_expires_at=sa.bindparam("expires"))
 )
-#: Everything a transition may change; ``parameters`` and ``job_id`` are fixed at creation.
+#: Everything a transition may change; ``parameters`` and ``job_id`` are fixed at creation,
+#: ``image`` is written by :data:`SET_IMAGE` alone.
 FINISH_COLUMNS: Final = tuple(
-    c.name for c in jobs.columns if c.name not in {"job_id", "parameters", "cancel_requested"}
+    c.name
+    for c in jobs.columns
+    if c.name not in {"job_id", "parameters", "cancel_requested", "image"}
 )
-#: Binds ``new_<column>`` for each of :data:`FINISH_COLUMNS`, ``id``, ``expected``, ``cancel``.
+#: Binds ``new_<column>`` for each of :data:`FINISH_COLUMNS`, ``id``, ``expected``, ``cancel``
+#: and ``holder`` (the lease owner it must still have, or ``None``).
 FINISH: Final = (
     jobs.update()
-    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == sa.bindparam("expected"))
+    .where(
+        jobs.c.job_id == sa.bindparam("id"),
+        jobs.c.status == sa.bindparam("expected"),
+        # Fenced by the lease: only its holder may end a Running job.
+        sa.or_(
+            sa.bindparam("holder", type_=sa.String).is_(None),
+            jobs.c.lease_owner == sa.bindparam("holder", type_=sa.String),
+        ),
+    )
     .values(
         {name: sa.bindparam(f"new_{name}") for name in FINISH_COLUMNS}
         # A cancel request that lands while the job is being finished is kept.
@@ -204,13 +221,118 @@ DUE: Final = deliveries_with_attempts(
     ),
     *_DUE_ORDER,
 )
+#: Appends nothing itself: sets a delivery's status and next attempt after an attempt,
+#: and gives its claim up. With ``holder`` bound, only while that process holds the claim.
 RECORD: Final = (
     deliveries.update()
-    .where(deliveries.c.delivery_id == sa.bindparam("id"))
+    .where(
+        deliveries.c.delivery_id == sa.bindparam("id"),
+        sa.or_(
+            sa.bindparam("holder", type_=sa.String).is_(None),
+            deliveries.c.claimed_by == sa.bindparam("holder", type_=sa.String),
+        ),
+    )
     .values(
         status=sa.bindparam("new_status"),
         next_attempt_at=sa.func.coalesce(
             sa.bindparam("next", type_=sa.Double), deliveries.c.next_attempt_at
         ),
+        claimed_by=None,
+        claim_expires_at=None,
     )
 )
+DELIVERY_EXISTS: Final = sa.select(deliveries.c.delivery_id).where(
+    deliveries.c.delivery_id == sa.bindparam("id")
+)
+#: Gives claims back unsent (a stopping outbox): those of ``ids`` that ``holder`` holds.
+RELEASE: Final = (
+    deliveries.update()
+    .where(
+        deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True)),
+        deliveries.c.claimed_by == sa.bindparam("holder"),
+    )
+    .values(claimed_by=None, claim_expires_at=None)
+)
+#: Every claim, at the start of a store one process owns: they belong to a previous run.
+RELEASE_ALL: Final = (
+    deliveries.update()
+    .where(deliveries.c.claimed_by.is_not(None))
+    .values(claimed_by=None, claim_expires_at=None)
+)
+#: The deliveries just claimed, with their attempts.
+CLAIMED: Final = deliveries_with_attempts(
+    deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True)), *_DUE_ORDER
+)
+
+
+def claim_deliveries_statement(dialect: str) -> sa.Update:
+    """Claim up to ``limit`` due deliveries for ``holder`` until ``expires``, oldest first,
+    leaving out receivers that already have ``per_host`` deliveries in flight.
+
+    A claim is in flight until it expires (``claim_expires_at >= now``), whoever holds
+    it: a host's count covers every process. Within one statement a host gets at
+    most its free places (``row_number`` over the host's due deliveries). PostgreSQL
+    locks the picked rows with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take
+    different deliveries; two claimers may then each give a host its free places, so
+    across N replicas a host has at most N x ``per_host`` in flight for a moment.
+    SQLite: one writer at a time, so the statement alone is atomic.
+    """
+    now = sa.bindparam("now", type_=sa.Double)
+    pending = deliveries.c.status == DeliveryStatus.PENDING.value
+    active = (
+        sa.select(deliveries.c.host, sa.func.count().label("in_flight"))
+        .where(pending, deliveries.c.claim_expires_at >= now)
+        .group_by(deliveries.c.host)
+        .cte("active")
+    )
+
+    def due_in(table: sa.FromClause) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            table.c.status == DeliveryStatus.PENDING.value,
+            table.c.next_attempt_at <= now,
+            sa.or_(table.c.claim_expires_at.is_(None), table.c.claim_expires_at < now),
+        )
+
+    due = due_in(deliveries)
+    ranked = (
+        sa.select(
+            deliveries.c.delivery_id,
+            deliveries.c.host,
+            *_DUE_ORDER,
+            sa.func.row_number()
+            .over(partition_by=deliveries.c.host, order_by=(*_DUE_ORDER, deliveries.c.delivery_id))
+            .label("place"),
+        )
+        .where(due)
+        .cte("ranked")
+    )
+    locked = deliveries.alias("locked")
+    picked = (
+        sa.select(locked.c.delivery_id)
+        .select_from(
+            locked.join(ranked, ranked.c.delivery_id == locked.c.delivery_id).outerjoin(
+                active, active.c.host == ranked.c.host
+            )
+        )
+        .where(
+            ranked.c.place + sa.func.coalesce(active.c.in_flight, 0) <= sa.bindparam("per_host"),
+            # Checked again on the locked row: one another claimer took since the
+            # snapshot is passed over, and the limit goes on to the next.
+            due_in(locked),
+        )
+        .order_by(ranked.c.next_attempt_at, ranked.c.created_at, ranked.c.delivery_id)
+        .limit(sa.bindparam("limit"))
+    )
+    update = deliveries.update().values(
+        claimed_by=sa.bindparam("holder"), claim_expires_at=sa.bindparam("expires")
+    )
+    if dialect == "postgresql":
+        chosen = (
+            picked.with_for_update(skip_locked=True, of=locked)
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
+        )
+        update = update.where(deliveries.c.delivery_id == chosen.c.delivery_id)
+    else:
+        update = update.where(deliveries.c.delivery_id.in_(picked.scalar_subquery()))
+    return update.where(due).returning(deliveries.c.delivery_id)

@@ -45,6 +45,8 @@ jobs = sa.Table(
     sa.Column("lease_owner", sa.String),
     sa.Column("lease_expires_at", sa.Double),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    # Written once the image is opened (width, height, mpp, levels, format); read as a whole.
+    sa.Column("image", sa.JSON(none_as_null=True)),
     # Claim: oldest Pending first; also serves listing filtered by status.
     sa.Index("ix_jobs_status_created_at", "status", "created_at", "job_id"),
     # Unfiltered listing, newest first.
@@ -85,6 +87,11 @@ deliveries = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("next_attempt_at", sa.Double, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
+    # The receiver's host:port, so the outbox can cap deliveries in flight per receiver.
+    sa.Column("host", sa.String, nullable=False, server_default=""),
+    # The outbox process sending the delivery now, until when: one sender per attempt.
+    sa.Column("claimed_by", sa.String),
+    sa.Column("claim_expires_at", sa.Double),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_job_id_created_at", "job_id", "created_at"),
 )

@@ -2,100 +2,56 @@
 
 Deliveries are written with the job's final state, in the same transaction, so
 a callback is never forgotten: this loop only sends what is due and records
-each attempt. A restart resumes where the last run left off.
+each attempt. Each attempt is claimed in the store before it is sent, so several
+service replicas on one database never send the same attempt twice, and a claim
+whose holder died expires and is taken over. A restart resumes where the last
+run left off.
+
+Slots are shared fairly between receivers: at most ``per_host`` deliveries to one
+host are in flight (counted in the store, over every process), so a receiver that
+hangs until the time limit holds a few slots, never all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
-import json
+import math
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-import aiohttp
 import structlog
 
-from primaa.imaging.urlguard import UnsafeUrl
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus
-from primaa.jobs.storage import DeliveryStore
+from primaa.jobs.storage import DeliveryStore, LostClaim
 from primaa.webhooks.retry import RetryPolicy
-from primaa.webhooks.signing import signature_headers
+from primaa.webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 AttemptListener = Callable[[Delivery, DeliveryAttempt, DeliveryStatus], None]
 
 
-class WebhookSender:
-    """Sends one delivery once: POST JSON, Bearer token, optional signature, no redirects."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        *,
-        timeout: float,
-        signing_key: bytes | None = None,
-        check_url: Callable[[str], object] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._session = session
-        self._check_url = check_url
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._signing_key = signing_key
-        self._clock = clock
-
-    async def send(self, delivery: Delivery) -> DeliveryAttempt:
-        body = json.dumps(delivery.payload, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "primaa-webhooks"}
-        if delivery.token:
-            headers["Authorization"] = f"Bearer {delivery.token}"
-        started = self._clock()
-        if self._signing_key is not None:
-            headers.update(
-                signature_headers(self._signing_key, delivery.delivery_id, int(started), body)
-            )
-        status: int | None = None
-        error: str | None = None
-        try:
-            if self._check_url is not None:
-                self._check_url(delivery.url)
-            async with self._session.post(
-                delivery.url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                if 300 <= status < 400:
-                    # A redirect is an answer, not an instruction: following it would
-                    # send the result and the token to a host the client never named.
-                    error = f"receiver answered HTTP {status}; redirects are not followed"
-                elif not 200 <= status < 300:
-                    error = f"receiver answered HTTP {status}"
-                await response.read()
-        except TimeoutError:
-            error = f"timed out after {self._timeout.total:g} s"
-        except aiohttp.ClientConnectorError as exc:
-            cause = exc.os_error
-            if isinstance(cause, UnsafeUrl):
-                error = f"refused callback URL: {cause}"
-            else:
-                error = f"{type(exc).__name__}: {exc}"
-        except aiohttp.ClientError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        except ValueError as exc:
-            error = f"refused callback URL: {exc}"
-        except Exception as exc:
-            # Anything else is recorded as a failed attempt, so one odd delivery is
-            # retried on schedule instead of crashing the loop and being resent at once.
-            log.exception("webhook_send_error", delivery_id=delivery.delivery_id)
-            error = f"{type(exc).__name__}: {exc}"
-        return DeliveryAttempt(
-            at=started, status_code=status, error=error, duration=self._clock() - started
-        )
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    #: Deliveries in flight at once from this process.
+    concurrency: int = 16
+    #: Deliveries in flight at once to one receiver host, over every process.
+    per_host: int = 4
+    #: How long a claim holds: longer than one attempt (the sender's time limit), so a
+    #: live holder always records before anyone else may take the delivery over.
+    claim_seconds: float = 15.0
+    #: Seconds between claims when nothing wakes the loop (the fallback).
+    poll_interval: float = 1.0
+    #: After :meth:`Outbox.stop`, how long deliveries in flight may go on; the rest are
+    #: cut off and given back, to be sent again (here after a restart, or elsewhere).
+    shutdown_grace: float = 2.0
 
 
 class Outbox:
@@ -105,21 +61,26 @@ class Outbox:
         self,
         store: DeliveryStore,
         sender: WebhookSender,
-        policy: RetryPolicy,
+        retry: RetryPolicy,
+        policy: OutboxPolicy | None = None,
         *,
-        concurrency: int = 16,
-        poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._sender = sender
-        self._policy = policy
-        self._concurrency = concurrency
-        self._poll_interval = poll_interval
+        self._retry = retry
+        self._policy = policy or OutboxPolicy()
         self._clock = clock
+        #: This process as the holder of delivery claims.
+        self.holder = f"outbox-{uuid.uuid4().hex[:12]}"
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._listeners: list[AttemptListener] = []
+        self._in_flight: dict[str, asyncio.Task[bool]] = {}
+        #: Store writes under way (attempts, released claims): awaited before run() returns.
+        self._writes: set[asyncio.Future[Any]] = set()
+        #: When the earliest retry this process scheduled falls due.
+        self._retry_at = math.inf
 
     def on_attempt(self, listener: AttemptListener) -> None:
         self._listeners.append(listener)
@@ -128,82 +89,139 @@ class Outbox:
         self._wakeup.set()
 
     def stop(self) -> None:
-        """Finish the deliveries in flight, start no new ones, and return from :meth:`run`."""
+        """Start no new deliveries, give those in flight the shutdown grace, then return
+        from :meth:`run`."""
         self._stopping = True
         self._wakeup.set()
 
+    async def recover(self) -> None:
+        """At the start of a store one process owns, give back the claims of a previous run."""
+        await self._store.release_deliveries(None, holder=self.holder)
+
     async def run(self) -> None:
-        """Keep up to ``concurrency`` deliveries in flight, each on its own task.
-
-        Deliveries do not wait for each other: a receiver that hangs until the
-        timeout holds one slot, not the whole batch. Cancelling the loop cancels
-        the deliveries in flight; they stay Pending and are sent again after a restart.
-        After :meth:`stop`, the loop lets the deliveries in flight finish (each is
-        bounded by the sender's timeout) so no attempt is cut off mid-write.
-        """
-        in_flight: dict[str, asyncio.Task[bool]] = {}
-        # Deliveries that finished while a due-query was running: that query may have
-        # read them before their attempt was recorded, and must not send them again.
-        settled: set[str] = set()
-
-        def done(delivery_id: str, task: asyncio.Task[bool]) -> None:
-            in_flight.pop(delivery_id, None)
-            settled.add(delivery_id)
-            if not task.cancelled() and task.result():
-                self._wakeup.set()
-
+        """Keep up to ``concurrency`` deliveries in flight, each on its own task."""
         try:
             while not self._stopping:
                 self._wakeup.clear()
-                free = self._concurrency - len(in_flight)
-                if free > 0:
-                    settled.clear()
-                    due = await self._store.due_deliveries(
-                        now=self._clock(), limit=free + len(in_flight)
-                    )
-                    for delivery in due:
-                        busy = delivery.delivery_id in in_flight or delivery.delivery_id in settled
-                        if busy or len(in_flight) >= self._concurrency:
-                            continue
-                        task = asyncio.create_task(self._deliver_logged(delivery))
-                        in_flight[delivery.delivery_id] = task
-                        task.add_done_callback(functools.partial(done, delivery.delivery_id))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
-            if in_flight:
-                await asyncio.wait(list(in_flight.values()))
+                await self._claim_and_start()
+                await self._sleep()
+            if self._in_flight:
+                grace = self._policy.shutdown_grace
+                _, late = await asyncio.wait(list(self._in_flight.values()), timeout=grace)
+                if late:
+                    log.warning("webhooks_cut_short", in_flight=len(late), grace=grace)
         finally:
-            tasks = list(in_flight.values())
+            tasks = list(self._in_flight.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
 
-    async def _deliver_logged(self, delivery: Delivery) -> bool:
-        """Deliver; ``False`` when the attempt could not be recorded."""
+    async def _claim_and_start(self) -> None:
+        free = self._policy.concurrency - len(self._in_flight)
+        if free <= 0:
+            return
+        now = self._clock()
+        if now >= self._retry_at:
+            self._retry_at = math.inf
         try:
-            await self.deliver(delivery)
+            claimed = await self._store.claim_deliveries(
+                holder=self.holder,
+                now=now,
+                claim_seconds=self._policy.claim_seconds,
+                limit=free,
+                per_host=self._policy.per_host,
+            )
         except Exception:
-            # The store failed: the delivery stays due and is picked up again at the
-            # next poll (not at once, which would spin while the store is down).
-            log.exception("webhook_record_failed", delivery_id=delivery.delivery_id)
-            return False
-        return True
+            # The store failed: try again at the next poll, with the deliveries in flight
+            # left to finish (a crash of the loop would cut them off).
+            log.exception("webhook_claim_failed")
+            return
+        for delivery in claimed:
+            task = asyncio.create_task(self._deliver(delivery), name="primaa-webhook")
+            self._in_flight[delivery.delivery_id] = task
+            task.add_done_callback(functools.partial(self._done, delivery.delivery_id))
 
-    async def deliver(self, delivery: Delivery) -> DeliveryStatus:
-        attempt = await self._sender.send(delivery)
+    def _done(self, delivery_id: str, task: asyncio.Task[bool]) -> None:
+        self._in_flight.pop(delivery_id, None)
+        # A slot is free. Not after a failed write: the next poll retries, rather than
+        # spinning while the store is down.
+        if not task.cancelled() and task.result():
+            self._wakeup.set()
+
+    async def _sleep(self) -> None:
+        timeout = self._policy.poll_interval
+        if self._retry_at < math.inf:
+            timeout = min(timeout, max(0.0, self._retry_at - self._clock()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _write(self, write: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run a store write to its end even if the delivery's task is cancelled."""
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        return task
+
+    def _write_done(self, task: asyncio.Task[Any]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled():
+            # Marked as read: the delivery's task reads and logs it, unless it was cut
+            # off, when the claim expiring is the remedy anyway.
+            task.exception()
+
+    async def _release(self, delivery: Delivery) -> None:
+        try:
+            await self._store.release_deliveries([delivery.delivery_id], holder=self.holder)
+        except Exception:
+            # The claim then expires on its own, and the delivery is sent after that.
+            log.exception("webhook_release_failed", delivery_id=delivery.delivery_id)
+
+    async def _deliver(self, delivery: Delivery) -> bool:
+        """Send a claimed delivery and record the attempt; ``False`` when the store failed.
+
+        Cut off while sending (a stop past its grace), the claim is given back: the
+        attempt did not happen, and is made again. Once the answer is in, the record is
+        written whatever happens, so a delivered callback is never sent again.
+        """
+        try:
+            attempt = await self._sender.send(delivery)
+        except asyncio.CancelledError:
+            self._write(self._release(delivery))
+            raise
         made = len(delivery.attempts) + 1
         next_at: float | None = None
         if attempt.error is None:
             status = DeliveryStatus.DELIVERED
         else:
-            delay = self._policy.next_delay(made, attempt.status_code)
+            delay = self._retry.next_delay(made, attempt.status_code)
             status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.PENDING
             next_at = None if delay is None else self._clock() + delay
-        await asyncio.shield(
-            self._store.record_attempt(
-                delivery.delivery_id, attempt, status=status, next_attempt_at=next_at
-            )
+        record = self._store.record_attempt(
+            delivery.delivery_id,
+            attempt,
+            status=status,
+            next_attempt_at=next_at,
+            holder=self.holder,
         )
+        try:
+            await asyncio.shield(self._write(record))
+        except LostClaim:
+            # This process stalled past its claim and another took the delivery over:
+            # that one's attempt is the one on record.
+            log.warning(
+                "webhook_attempt_not_recorded",
+                job_id=delivery.job_id,
+                delivery_id=delivery.delivery_id,
+                reason="claim taken over",
+            )
+            return True
+        except Exception:
+            # The delivery stays claimed until the claim expires, then is sent again.
+            log.exception("webhook_record_failed", delivery_id=delivery.delivery_id)
+            return False
+        if next_at is not None:
+            self._retry_at = min(self._retry_at, next_at)
         log.info(
             "webhook_attempt",
             job_id=delivery.job_id,
@@ -215,4 +233,4 @@ class Outbox:
         )
         for listener in self._listeners:
             listener(delivery, attempt, status)
-        return status
+        return True

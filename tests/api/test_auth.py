@@ -24,7 +24,7 @@ from tests.conftest import CallbackReceiver, ImageServer, make_settings
 KEY_A = "alice-3f9c1b7e2d6a4058b1c9e7f0a2d4c6b8"
 KEY_B = "bob-8e1d2c3b4a5968778695a4b3c2d1e0f9"
 TOKEN = "callback-token-5b0e7d9c3a1f4e6b8d2c"
-PUBLIC = {"/", "/health", "/openapi.json", "/docs", "/docs/static"}
+PUBLIC = {"/", "/health", "/openapi.json", "/docs", "/docs/static", "/viewer"}
 
 AppClient = TestClient[Any, Any]
 MakeClient = Callable[..., Any]

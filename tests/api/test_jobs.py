@@ -342,13 +342,24 @@ async def test_an_empty_upload_is_422_not_413(client: TestClient[Any, Any]) -> N
     assert (await (await client.get("/jobs")).json())["jobs"] == []
 
 
-async def test_the_front_page_leads_to_the_api_documentation(client: Any) -> None:
+async def test_the_front_page_is_the_web_viewer_under_a_strict_csp(client: Any) -> None:
     response = await client.get("/", allow_redirects=False)
-    assert response.status == 302
-    assert response.headers["Location"] == "/docs"
-    followed = await client.get("/")
-    assert followed.status == 200
-    assert "swagger" in (await followed.text()).lower()
+    assert response.status == 200
+    assert response.content_type == "text/html"
+    page = await response.text()
+    assert '<script src="/viewer/viewer.js"' in page
+    assert "<script>" not in page
+    assert "<style" not in page
+    assert "style=" not in page
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy
+    assert "script-src 'self';" in policy
+    assert "unsafe-inline" not in policy
+    bundle = await client.get("/viewer/viewer.js")
+    assert bundle.status == 200
+    assert "THIRD_PARTY_LICENSES.txt" in (await bundle.text())[:200]
+    notices = await client.get("/viewer/THIRD_PARTY_LICENSES.txt")
+    assert "openseadragon" in await notices.text()
 
 
 async def test_an_empty_cursor_is_the_first_page(client: Any) -> None:

@@ -48,3 +48,73 @@ async def test_owner_and_progress_of_a_0001_database_become_client_id_and_percen
         assert [j.job_id for j in page.jobs] == ["j1"]
     finally:
         await store.close()
+
+
+async def test_a_0002_database_gains_an_empty_image_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = sa.create_engine(url)
+    _upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO jobs (job_id, algorithm, parameters, status, progress_percent,"
+                " attempts, created_at, updated_at, cancel_requested)"
+                " VALUES ('j1', 'nuclei', '{}', 'Running', 0, 1, 1.0, 1.0, 0)"
+            )
+        )
+    engine.dispose()
+
+    store = open_store_from_url(url)
+    await store.open()
+    try:
+        job = await store.get("j1")
+        assert job is not None
+        assert job.image is None
+        await store.set_image("j1", {"format": "png", "width": 3, "height": 2, "mpp": None})
+        job = await store.get("j1")
+        assert job is not None
+        assert job.image == {"format": "png", "width": 3, "height": 2, "mpp": None}
+    finally:
+        await store.close()
+
+
+async def test_deliveries_of_a_0002_database_get_their_host_and_no_claim(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = sa.create_engine(url)
+    _upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO jobs (job_id, algorithm, parameters, status, progress_percent,"
+                " attempts, created_at, updated_at, cancel_requested)"
+                " VALUES ('j1', 'nuclei', '{}', 'Completed', 100, 1, 1.0, 1.0, 0)"
+            )
+        )
+        for n, callback in enumerate(["https://LIMS.example/cb", "http://10.0.0.5:8080/x"]):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO deliveries (delivery_id, job_id, url, payload, status,"
+                    " next_attempt_at, created_at) VALUES (:id, 'j1', :url, '{}', 'Pending', 1, 1)"
+                ),
+                {"id": f"d{n}", "url": callback},
+            )
+    engine.dispose()
+
+    store = open_store_from_url(url)
+    await store.open()
+    try:
+        hosts = await store.run(  # type: ignore[attr-defined]
+            lambda conn: conn.execute(
+                sa.text("SELECT delivery_id, host, claimed_by FROM deliveries ORDER BY 1")
+            ).all()
+        )
+        assert [tuple(row) for row in hosts] == [
+            ("d0", "lims.example:443", None),
+            ("d1", "10.0.0.5:8080", None),
+        ]
+        claimed = await store.claim_deliveries(
+            holder="a", now=2.0, claim_seconds=10, limit=10, per_host=1
+        )
+        assert sorted(d.delivery_id for d in claimed) == ["d0", "d1"]
+    finally:
+        await store.close()

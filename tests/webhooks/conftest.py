@@ -1,11 +1,12 @@
-"""A programmable loopback callback receiver that keeps the raw body of every request."""
+"""Loopback callback receivers: a programmable one that keeps the raw body of every
+request, and one that hangs until told to answer."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -80,3 +81,52 @@ async def receiver(aiohttp_server: Callable[..., Any]) -> AsyncIterator[Receiver
     app.router.add_route("*", "/elsewhere", other)
     yield Receiver(await aiohttp_server(app), received, script, elsewhere)
     released.set()
+
+
+@dataclasses.dataclass
+class HangingReceiver:
+    """Takes every callback and answers none until ``answer`` is set."""
+
+    server: TestServer
+    answer: asyncio.Event
+    #: What each request that arrived / got its answer was about (its job, or ``n``).
+    arrived: list[str]
+    answered: list[str]
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("/callback"))
+
+    @property
+    def hanging(self) -> int:
+        return len(self.arrived) - len(self.answered)
+
+
+@pytest.fixture
+async def hanging_receiver(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[HangingReceiver]:
+    answer = asyncio.Event()
+    arrived: list[str] = []
+    answered: list[str] = []
+
+    async def callback(request: web.Request) -> web.Response:
+        body = await request.json()
+        arrived.append(str(body["n"]) if "n" in body else body["properties"]["job_id"])
+        await answer.wait()
+        answered.append(arrived[-1])
+        return web.Response(text="late but fine")
+
+    app = web.Application()
+    app.router.add_post("/callback", callback)
+    receiver = HangingReceiver(await aiohttp_server(app), answer, arrived, answered)
+    yield receiver
+    answer.set()
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not {what} after {within} s")
+        await asyncio.sleep(0.02)

@@ -1,26 +1,36 @@
-"""The outbox sends each due delivery once, even when a poll overlaps a delivery in flight."""
+"""The outbox sends each due delivery once: when a claim overlaps a delivery in flight, and
+when the claim of a dead outbox expires and another takes it over."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from primaa.jobs.model import Delivery, Job
+from primaa.jobs.model import Delivery, DeliveryStatus, Job
 from primaa.store.memory import MemoryStore
-from primaa.webhooks.outbox import Outbox, WebhookSender
+from primaa.store.sql import SqlStore
+from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
+from primaa.webhooks.sender import WebhookSender
+from tests.webhooks.conftest import Receiver
 
 
 class SnapshotThenStall(MemoryStore):
-    """Reads due deliveries, then takes a while to answer, as a busy database does."""
+    """Claims due deliveries, then takes a while to answer, as a busy database does."""
 
-    async def due_deliveries(self, *, now: float, limit: int) -> list[Delivery]:
-        rows = await super().due_deliveries(now=now, limit=limit)
+    async def claim_deliveries(
+        self, *, holder: str, now: float, claim_seconds: float, limit: int, per_host: int
+    ) -> list[Delivery]:
+        rows = await super().claim_deliveries(
+            holder=holder, now=now, claim_seconds=claim_seconds, limit=limit, per_host=per_host
+        )
         await asyncio.sleep(0.3)
         return rows
 
@@ -72,3 +82,41 @@ async def test_a_delivery_that_settles_during_a_poll_is_not_sent_again(
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
     assert received == {"first": 1, "second": 1}
+
+
+async def test_the_claim_of_a_dead_outbox_expires_and_another_sends_it(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'primaa.sqlite3'}")
+    await store.open()
+    try:
+        await store.create(Job(job_id="job-1", algorithm="a", parameters={}))
+        await store.add_delivery(
+            Delivery(delivery_id="msg-1", job_id="job-1", url=receiver.url, payload={"n": 1})
+        )
+        # A replica claimed it, then died (kill -9): no attempt, no release.
+        claimed = await store.claim_deliveries(
+            holder="dead", now=time.time(), claim_seconds=1.0, limit=1, per_host=4
+        )
+        assert [d.delivery_id for d in claimed] == ["msg-1"]
+        async with aiohttp.ClientSession() as session:
+            outbox = Outbox(
+                store,
+                WebhookSender(session, timeout=5),
+                RetryPolicy(schedule=(60,)),
+                OutboxPolicy(poll_interval=0.1),
+            )
+            loop = asyncio.create_task(outbox.run())
+            try:
+                await receiver.wait_for(1)
+                (delivery,) = await store.deliveries_for("job-1")
+                while delivery.status is not DeliveryStatus.DELIVERED:
+                    await asyncio.sleep(0.02)
+                    (delivery,) = await store.deliveries_for("job-1")
+            finally:
+                outbox.stop()
+                await loop
+    finally:
+        await store.close()
+    assert len(receiver.received) == 1
+    assert len(delivery.attempts) == 1
