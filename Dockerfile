@@ -16,8 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY primaa ./primaa
-# The postgres extra: the same image serves as a replica on PostgreSQL.
-RUN pip install '.[postgres]' \
+# The postgres extra: the same image serves as a replica on PostgreSQL. The dask extra:
+# it runs on a Dask cluster (PRIMAA_EXECUTOR=dask), and serves as the cluster's scheduler
+# and workers too (--entrypoint dask; docs/deploy.md).
+RUN pip install '.[postgres,dask]' \
     && useradd --system --uid 10001 --home-dir /data --create-home primaa
 
 USER primaa

@@ -26,6 +26,7 @@ BENCHES = {
     "memory": ["bench.memory"],
     "algorithms": ["bench.algorithms"],
     "slides": ["bench.slides"],
+    "dask_executor": ["bench.dask_executor"],
     "replicas": ["bench.replicas"],
 }
 

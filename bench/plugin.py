@@ -4,6 +4,8 @@
 service's overhead (fetch, decode of a tiny image, store writes, callback).
 ``bench_sleep`` holds a worker process for ``seconds``: a job that is still
 running when a replica is killed (``bench/replicas.py``).
+``bench_cpu_noop`` does no work in a worker: a task of it costs an executor's
+round trip (``bench/dask_executor.py``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ class Sleep(Algorithm):
         return AlgorithmResult(geometry={"type": "MultiPoint", "coordinates": []})
 
 
+class CpuNoop(Algorithm):
+    name = "bench_cpu_noop"
+    version = "1"
+    summary = "Do nothing, in a worker: measures an executor's round trip"
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        height, width = image.shape[:2]
+        return AlgorithmResult(
+            geometry={"type": "MultiPoint", "coordinates": [[width / 2, height / 2]]},
+            measurements={"width": float(width), "height": float(height)},
+        )
+
+
 @hookimpl
 def primaa_algorithms() -> list[Algorithm | AsyncAlgorithm]:
-    return [Noop(), Sleep()]
+    return [Noop(), Sleep(), CpuNoop()]

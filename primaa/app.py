@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -23,6 +23,7 @@ from primaa.appkeys import (
     CLIENT_SESSION,
     DEEP_ZOOM,
     DISPATCHER,
+    EXECUTOR_STATE,
     MANAGER,
     METRICS,
     NOTIFICATIONS,
@@ -54,6 +55,9 @@ from primaa.webhooks.outbox import Outbox, OutboxPolicy
 from primaa.webhooks.retry import RetryPolicy
 from primaa.webhooks.sender import WebhookSender
 from primaa.webhooks.signing import decode_secret
+
+if TYPE_CHECKING:
+    from primaa.execution.dask.executor import DaskExecutor
 
 log = structlog.get_logger(__name__)
 
@@ -123,18 +127,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     session = app[CLIENT_SESSION]
     store = app[STORE]
     guard = app[URL_GUARD]
-    runner = ProcessPoolRunner(
-        workers=settings.worker_count,
-        cancel_dir=settings.spool_dir / "cancel",
-        max_pixels=settings.max_image_pixels,
-        disabled_plugins=settings.disabled_plugins,
-        plugin_modules=settings.plugins,
-        log_format="json" if settings.log_format == "auto" else settings.log_format,
-        log_level=settings.log_level,
-        kill_grace=settings.kill_grace_seconds,
-        memory_limit_mb=settings.worker_memory_limit_mb,
-    )
-    runner.start()
+    runner, cpu_slots = await _start_cpu_executor(settings)
     sender = WebhookSender(
         session,
         timeout=settings.webhook_timeout,
@@ -183,7 +176,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         notifier=outbox,
         metrics=app[METRICS],
         policy=CorePolicy(
-            cpu_slots=settings.worker_count,
+            cpu_slots=cpu_slots,
             io_slots=settings.io_concurrency,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
@@ -199,6 +192,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MANAGER] = core.manager
     app[DISPATCHER] = dispatcher = core.dispatcher
     app[OUTBOX] = outbox
+    # A broken local pool is replaced at once: only a Dask cluster can be away.
+    app[EXECUTOR_STATE] = (lambda: "ok") if isinstance(runner, ProcessPoolRunner) else runner.state
     await dispatcher.recover()
     if store.exclusive:
         await outbox.recover()
@@ -219,7 +214,12 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             app[METRICS].loop_lag, warning_seconds=settings.loop_lag_warning_ms / 1000
         ).run,
     )
-    log.info("service_started", workers=runner.workers, algorithms=app[REGISTRY].names())
+    log.info(
+        "service_started",
+        executor=settings.executor,
+        cpu_slots=cpu_slots,
+        algorithms=app[REGISTRY].names(),
+    )
     try:
         yield
     finally:
@@ -238,6 +238,50 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*store_loops, monitor, return_exceptions=True)
         await runner.close()
+
+
+async def _start_cpu_executor(settings: Settings) -> tuple[ProcessPoolRunner | DaskExecutor, int]:
+    """The executor of CPU-bound tasks and how many it runs at once: worker processes here,
+    or (``executor = "dask"``, no local worker process) the cluster's worker threads."""
+    log_format = "json" if settings.log_format == "auto" else settings.log_format
+    if settings.executor == "dask":
+        # Imported only now: distributed is an extra.
+        from primaa.execution.dask.executor import DaskExecutor
+
+        cluster = DaskExecutor(
+            scheduler=settings.dask_scheduler,
+            max_pixels=settings.max_image_pixels,
+            disabled_plugins=settings.disabled_plugins,
+            plugin_modules=settings.plugins,
+            log_format=log_format,
+            log_level=settings.log_level,
+            kill_grace=settings.kill_grace_seconds,
+        )
+        await cluster.start()
+        if settings.worker_memory_limit_mb:
+            log.warning(
+                "worker_memory_limit_ignored",
+                reason="on Dask, the workers' own --memory-limit applies",
+            )
+        if settings.workers:
+            return cluster, settings.workers
+        threads = await cluster.threads()
+        if not threads:
+            log.warning("dask_cluster_empty", cpu_slots=1, hint="set workers (PRIMAA_WORKERS)")
+        return cluster, max(threads, 1)
+    runner = ProcessPoolRunner(
+        workers=settings.worker_count,
+        cancel_dir=settings.spool_dir / "cancel",
+        max_pixels=settings.max_image_pixels,
+        disabled_plugins=settings.disabled_plugins,
+        plugin_modules=settings.plugins,
+        log_format=log_format,
+        log_level=settings.log_level,
+        kill_grace=settings.kill_grace_seconds,
+        memory_limit_mb=settings.worker_memory_limit_mb,
+    )
+    runner.start()
+    return runner, runner.workers
 
 
 def _supervised(name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:

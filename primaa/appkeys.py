@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,8 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 URL_GUARD = web.AppKey("url_guard", UrlGuard)
+#: ``ok``, or why the executor of CPU-bound tasks cannot start tasks now.
+EXECUTOR_STATE: web.AppKey[Callable[[], str]] = web.AppKey("executor_state")
 DEEP_ZOOM = web.AppKey("deep_zoom", DeepZoomTiles)
 RESULT_INDEXES = web.AppKey("result_indexes", ResultIndexCache)
 #: Only on PostgreSQL: the LISTEN connection that wakes this replica.

@@ -127,6 +127,7 @@ def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
     try:
         check_data_dir(settings.data_dir)
         check_store_url(settings.resolved_database_url)
+        check_executor(settings)
         # Held until the process exits: one service per SQLite file.
         _lock = hold_store(settings.resolved_database_url)
         loop_factory = event_loop_factory(settings.event_loop)
@@ -138,6 +139,18 @@ def _serve(settings: Settings, registry: AlgorithmRegistry) -> int:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(app, sock=sock))
     return 0
+
+
+def check_executor(settings: Settings) -> None:
+    """With ``executor = "dask"``: the extra is installed and the scheduler answers."""
+    from primaa.server import StartupError
+
+    if settings.executor == "dask":
+        from primaa.execution.dask import check_scheduler
+
+        problem = check_scheduler(settings.dask_scheduler)
+        if problem is not None:
+            raise StartupError(problem)
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -141,6 +141,10 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     #: Extra plugin modules to load by import path, besides the entry points.
     plugins: tuple[str, ...] = ()
+    #: Where CPU-bound tasks run: ``local`` (worker processes here) or ``dask`` (a cluster).
+    executor: str = "local"
+    #: The Dask scheduler's address (``tcp://host:8786``), with ``executor = "dask"``.
+    dask_scheduler: str = ""
 
     def __post_init__(self) -> None:
         # Plain keys become hashes as soon as the settings exist, so nothing built from
@@ -381,6 +385,16 @@ def _validate(settings: Settings) -> None:
         settings.log_format in {"auto", "json", "console"},
         "log_format",
         f"must be auto, json or console, got {settings.log_format!r}",
+    )
+    require(
+        settings.executor in {"local", "dask"},
+        "executor",
+        f"must be local or dask, got {settings.executor!r}",
+    )
+    require(
+        settings.executor != "dask" or bool(settings.dask_scheduler.strip()),
+        "dask_scheduler",
+        "must be the scheduler's address (e.g. tcp://10.0.0.5:8786) when executor is dask",
     )
     require(
         settings.log_level.lower() in {"debug", "info", "warning", "error", "critical"},

@@ -101,6 +101,46 @@ def test_postgresql_without_its_driver(tmp_path: Path) -> None:
     assert "pip install 'primaa[postgres]'" in _refused(result.stderr)
 
 
+def test_dask_executor_without_its_extra(tmp_path: Path) -> None:
+    """As if installed without the ``dask`` extra: distributed cannot be imported."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "sitecustomize.py").write_text(
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "def find_spec(name, *args):\n"
+        "    return None if name == 'distributed' else real(name, *args)\n"
+        "importlib.util.find_spec = find_spec\n"
+    )
+    env = {
+        "PRIMAA_EXECUTOR": "dask",
+        "PRIMAA_DASK_SCHEDULER": "tcp://127.0.0.1:8786",
+        "PYTHONPATH": f"{shadow}:{':'.join(sys.path)}",
+    }
+    result = primaa("serve", "--data-dir", str(tmp_path), cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "pip install 'primaa[dask]'" in _refused(result.stderr)
+
+
+def test_dask_executor_without_a_scheduler(tmp_path: Path) -> None:
+    pytest.importorskip("distributed", reason="the Dask executor needs primaa[dask] (distributed)")
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    env = {"PRIMAA_EXECUTOR": "dask", "PRIMAA_DASK_SCHEDULER": f"tcp://127.0.0.1:{port}"}
+    result = primaa("serve", "--data-dir", str(tmp_path), cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    line = _refused(result.stderr)
+    assert line.startswith(f"primaa: cannot reach the Dask scheduler at 'tcp://127.0.0.1:{port}'")
+    assert "dask_scheduler" in line
+
+
+def test_dask_executor_needs_a_scheduler_address(tmp_path: Path) -> None:
+    env = {"PRIMAA_EXECUTOR": "dask"}
+    result = primaa("serve", "--data-dir", str(tmp_path), cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert _refused(result.stderr).startswith("primaa: dask_scheduler: must be the scheduler's")
+
+
 @pytest.mark.parametrize(
     ("name", "suggestion"), [("PRIMAA_WORKER", "PRIMAA_WORKERS"), ("PRIMAA_PROT", "PRIMAA_PORT")]
 )

@@ -246,3 +246,15 @@ def test_unknown_environment_variable_is_an_error_naming_the_closest_setting() -
 def test_test_suite_variables_and_other_prefixes_are_not_settings() -> None:
     settings = load_settings(env={"PRIMAA_TEST_POSTGRES_URL": "postgresql://x", "PRIMAAX": "1"})
     assert settings == load_settings(env={})
+
+
+def test_executor_is_local_or_dask_and_dask_needs_its_scheduler() -> None:
+    assert load_settings(env={}).executor == "local"
+    settings = load_settings(
+        env={"PRIMAA_EXECUTOR": "dask", "PRIMAA_DASK_SCHEDULER": "tcp://10.0.0.5:8786"}
+    )
+    assert (settings.executor, settings.dask_scheduler) == ("dask", "tcp://10.0.0.5:8786")
+    with pytest.raises(ConfigError, match=r"^executor: must be local or dask, got 'ray'$"):
+        load_settings(env={"PRIMAA_EXECUTOR": "ray"})
+    with pytest.raises(ConfigError, match=r"^dask_scheduler: must be the scheduler's address"):
+        load_settings(env={"PRIMAA_EXECUTOR": "dask"})

@@ -272,3 +272,5 @@ class HealthSchema(Schema):
     broken_plugins = fields.List(fields.Nested(BrokenPluginSchema))
     store = fields.String()
     workers = fields.Integer()
+    #: ``ok``, or why tasks cannot start now (``executor = "dask"``: the scheduler is away).
+    executor = fields.String()

@@ -10,7 +10,7 @@ from primaa.api.apidoc import docs, response_schema
 from primaa.api.openapi import swagger_page
 from primaa.api.responses import json_response
 from primaa.api.schemas import HealthSchema
-from primaa.appkeys import MANAGER, METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
+from primaa.appkeys import EXECUTOR_STATE, MANAGER, METRICS, OPENAPI, REGISTRY, SETTINGS, STORE
 from primaa.jobs.errors import StorageUnavailable
 
 TAG = ["service"]
@@ -30,7 +30,10 @@ async def health(request: web.Request) -> web.Response:
         store_state = f"error: {exc.cause}"
     except Exception as exc:
         store_state = f"error: {type(exc).__name__}"
-    status = "ok" if store_state == "ok" and not registry.broken else "degraded"
+    executor_state = request.app[EXECUTOR_STATE]() if EXECUTOR_STATE in request.app else "ok"
+    # Degraded, not unavailable: submissions are still taken and wait for the executor.
+    healthy = store_state == "ok" and not registry.broken and executor_state == "ok"
+    status = "ok" if healthy else "degraded"
     if store_state != "ok":
         status = "unavailable"
     manager = request.app.get(MANAGER)
@@ -44,6 +47,7 @@ async def health(request: web.Request) -> web.Response:
         "broken_plugins": broken_plugins(registry),
         "store": store_state,
         "workers": request.app[SETTINGS].worker_count,
+        "executor": executor_state,
     }
     return json_response(body, status=503 if status in {"unavailable", "draining"} else 200)
 

@@ -23,7 +23,7 @@ from primaa.execution.lifeline import watch as watch_service
 from primaa.imaging.decode import decode_image
 from primaa.imaging.slides import SlideCache, Tile
 from primaa.logging import configure_logging
-from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled
+from primaa.plugins.algorithm import Algorithm, AlgorithmResult, JobCancelled, Progress
 from primaa.plugins.registry import AlgorithmRegistry, load_registry
 
 #: Messages from workers to the service: ("started", task_id, pid) and
@@ -172,13 +172,21 @@ def _run_job(request: WorkRequest) -> AlgorithmResult:
     structlog.contextvars.bind_contextvars(job_id=request.job_id, request_id=request.request_id)
     if _events is not None:
         _events.send(("started", request.key, float(os.getpid())))
-    algorithm = _registry.get(request.algorithm)
+    progress = WorkerProgress(request.key, _events, cancel_flag(_cancel_dir, request.key))
+    return run_algorithm(_registry, request, progress, _slides)
+
+
+def run_algorithm(
+    registry: AlgorithmRegistry, request: WorkRequest, progress: Progress, slides: SlideCache
+) -> AlgorithmResult:
+    """Read the task's image (its slide tile, or the whole decoded file) and run the algorithm:
+    what every kind of worker does once it has its registry and its progress callback."""
+    algorithm = registry.get(request.algorithm)
     if not isinstance(algorithm, Algorithm):
         raise LookupError(f"algorithm {request.algorithm!r} is not available in the worker")
-    progress = WorkerProgress(request.key, _events, cancel_flag(_cancel_dir, request.key))
     progress(0.0)
     if request.region is not None:
-        image = request.region.read(_slides.get(request.image_path))
+        image = request.region.read(slides.get(request.image_path))
     else:
         image = decode_image(Path(request.image_path), max_pixels=request.max_pixels)
     return algorithm.run(image, request.parameters, progress)

@@ -280,6 +280,7 @@ async def test_health_and_metrics(client: TestClient[Any, Any], image_server: Im
     body = await health.json()
     assert body["status"] == "ok"
     assert body["store"] == "ok"
+    assert body["executor"] == "ok"
     assert "poi_detection" in body["algorithms"]
 
     job = await submit(client, image_url=image_server.url("/tile.png"), algorithm_name="test_fail")

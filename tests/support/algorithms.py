@@ -125,6 +125,8 @@ class Spin(Algorithm):
 
 class HogParameters(Schema):
     megabytes = fields.Integer(load_default=2048)
+    #: Write to every page, so the memory is resident (a process monitor sees it).
+    touch = fields.Boolean(load_default=False)
 
 
 class Hog(Algorithm):
@@ -139,6 +141,8 @@ class Hog(Algorithm):
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
     ) -> AlgorithmResult:
         block = np.zeros(parameters["megabytes"] * 2**20, dtype=np.uint8)
+        if parameters["touch"]:
+            block.fill(1)
         return _shape_result(image, allocated=float(block.nbytes))
 
 

@@ -1,0 +1,147 @@
+"""What runs inside a Dask worker: primaa's worker plugin and the task function.
+
+The service registers :class:`PrimaaWorkerPlugin` with the scheduler, which sets it
+up on every worker there is and on every worker that joins later (a restarted one
+too): it builds the plugin registry once per worker process, from the service's
+own ``plugins`` and ``disabled_plugins``. The workers need primaa and the plugin
+packages installed, and nothing else from the service.
+
+A task reads its image itself, from the path it is given: a slide (a tile of
+it) on shared storage, or the service's spooled copy of a flat image, which is
+why the spool must be on storage shared with the workers (``docs/deploy.md``).
+
+Like :mod:`primaa.execution.worker`, this module imports no web server, database
+or jobs core: only ``distributed``, ``plugins``, ``imaging`` and the worker module.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import time
+
+import structlog
+from distributed import Worker, WorkerPlugin, get_worker
+
+from primaa.execution.worker import PROGRESS_INTERVAL, WorkRequest, run_algorithm
+from primaa.imaging.slides import SlideCache
+from primaa.logging import configure_logging
+from primaa.plugins.algorithm import AlgorithmResult, JobCancelled
+from primaa.plugins.registry import AlgorithmRegistry, load_registry
+
+#: The name the plugin is registered under: a second registration replaces the first.
+PLUGIN_NAME = "primaa"
+#: Run keys of cancelled tasks a worker remembers (a cancelled task that never started
+#: leaves its key behind; the oldest are forgotten first).
+MAX_CANCELLED = 10_000
+
+
+class WorkerNotReady(RuntimeError):
+    """The task landed on a worker where primaa's plugin was never set up."""
+
+
+class AlgorithmEnded(Exception):
+    """The algorithm raised ``SystemExit`` or ``KeyboardInterrupt``: the task fails instead
+    of the exception ending the worker's thread (or, re-raised, the service)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _WorkerState:
+    registry: AlgorithmRegistry
+    slides: SlideCache = dataclasses.field(default_factory=SlideCache)
+
+
+_state: _WorkerState | None = None
+#: Run keys the service cancelled; a task checks its own at each progress report.
+_cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+
+class PrimaaWorkerPlugin(WorkerPlugin):
+    """Loads primaa's plugins into a worker process once, with the service's settings."""
+
+    name = PLUGIN_NAME
+
+    def __init__(
+        self,
+        *,
+        disabled_plugins: tuple[str, ...],
+        plugin_modules: tuple[str, ...],
+        log_format: str,
+        log_level: str,
+    ) -> None:
+        self.disabled_plugins = disabled_plugins
+        self.plugin_modules = plugin_modules
+        self.log_format = log_format
+        self.log_level = log_level
+
+    def setup(self, worker: Worker) -> None:
+        global _state
+        configure_logging(self.log_format, self.log_level)
+        registry = load_registry(disabled=self.disabled_plugins, modules=self.plugin_modules)
+        _state = _WorkerState(registry=registry)
+        structlog.get_logger(__name__).info(
+            "dask_worker_ready", worker=worker.address, pid=os.getpid(), algorithms=registry.names()
+        )
+
+
+def mark_cancelled(run_key: str) -> None:
+    """Run on every worker by the service (``Client.run``): stop the task at its next report."""
+    _cancelled[run_key] = None
+    while len(_cancelled) > MAX_CANCELLED:
+        _cancelled.popitem(last=False)
+
+
+def worker_algorithms() -> list[str]:
+    """The algorithms this worker's registry holds (for the service's start-up check)."""
+    return [] if _state is None else _state.registry.names()
+
+
+class DaskProgress:
+    """Sends throttled progress to the service as worker events, and notices cancellation."""
+
+    def __init__(self, request: WorkRequest, run_key: str, topic: str, worker: Worker) -> None:
+        self._task_id = request.key
+        self._run_key = run_key
+        self._topic = topic
+        self._worker = worker
+        self._last_sent = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        if self._run_key in _cancelled:
+            _cancelled.pop(self._run_key, None)
+            raise JobCancelled(self._task_id)
+        now = time.monotonic()
+        if now - self._last_sent >= PROGRESS_INTERVAL:
+            self._last_sent = now
+            self._worker.log_event(self._topic, ["progress", self._task_id, float(fraction)])
+
+
+def run_task(request: WorkRequest, run_key: str, topic: str) -> AlgorithmResult:
+    """The Dask task: announce it (for a kill after a cancel's grace), then run the algorithm.
+
+    A ``MemoryError`` comes back as a plain one (numpy's subclass needs numpy to
+    unpickle), which the service reports as the task running out of memory.
+    """
+    state = _state
+    if state is None:
+        raise WorkerNotReady(
+            "primaa's worker plugin is not set up on this Dask worker (is primaa installed there?)"
+        )
+    worker = get_worker()
+    if not os.path.exists(request.image_path):
+        raise FileNotFoundError(f"no file {request.image_path} on the worker {worker.address}")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=request.job_id, request_id=request.request_id)
+    worker.log_event(topic, ["started", run_key, worker.address])
+    try:
+        progress = DaskProgress(request, run_key, topic, worker)
+        return run_algorithm(state.registry, request, progress, state.slides)
+    except MemoryError as exc:
+        raise MemoryError(str(exc)) from None
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise AlgorithmEnded(
+            f"the algorithm tried to end its process ({type(exc).__name__}: {exc})"
+        ) from None
+    finally:
+        worker.log_event(topic, ["ended", run_key, worker.address])
