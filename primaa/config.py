@@ -83,6 +83,8 @@ class Settings:
     max_image_bytes: int = 1_073_741_824
     #: Largest decoded image; bigger ones fail before decoding (decompression bombs).
     max_image_pixels: int = 400_000_000
+    #: Side of a slide tile, in pixels at the algorithm's resolution (border included).
+    slide_tile_size: int = 2048
     fetch_connect_timeout: float = 10.0
     fetch_read_timeout: float = 60.0
     fetch_total_timeout: float = 900.0
@@ -310,6 +312,11 @@ def _validate(settings: Settings) -> None:
         "body_timeout",
     ):
         require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
+    require(
+        256 <= settings.slide_tile_size <= 8192,
+        "slide_tile_size",
+        f"must be 256-8192 pixels, got {settings.slide_tile_size}",
+    )
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
     require(settings.min_body_rate >= 0, "min_body_rate", "must not be negative")
     require(settings.max_connections >= 0, "max_connections", "must be 0 (auto) or more")

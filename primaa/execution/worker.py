@@ -12,6 +12,7 @@ import os
 import resource
 import signal
 import time
+import urllib.parse
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -129,9 +130,12 @@ def _mapped_mb() -> int | None:
     return None
 
 
-def cancel_flag(cancel_dir: Path, job_id: str) -> Path:
-    """The file whose existence tells a worker to stop ``job_id``; it survives restarts."""
-    return cancel_dir / job_id
+def cancel_flag(cancel_dir: Path, task_id: str) -> Path:
+    """The file whose existence tells a worker to stop ``task_id``; it survives restarts.
+
+    A tile's task id holds a slash (``"{job_id}/{n}"``): it is escaped into one name.
+    """
+    return cancel_dir / urllib.parse.quote(task_id, safe="")
 
 
 class WorkerProgress:

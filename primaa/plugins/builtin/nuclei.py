@@ -9,7 +9,13 @@ import numpy as np
 import numpy.typing as npt
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBImage
+from primaa.plugins.algorithm import (
+    PIXEL_SIZE_UM,
+    Algorithm,
+    AlgorithmResult,
+    Progress,
+    RGBImage,
+)
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
 
 #: Prior nucleus diameter in pixels, 40x H&E (0.25 µm per pixel), when the image does not
@@ -154,10 +160,18 @@ class PoiDetection(Algorithm):
         "and mpp) to impose a size, and the stain vectors for unusual staining."
     )
     Parameters: ClassVar[type[Schema]] = NucleiParameters
+    #: On slides: tiles at 0.5 µm/px, where a nucleus is about 11 px across (the size the
+    #: detector reduces to anyway), with 24 µm of context: a large nucleus and the
+    #: detector's filters around it.
+    mpp: ClassVar[float | None] = 0.5
+    border_um: ClassVar[float] = 24.0
 
     def run(
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
     ) -> AlgorithmResult:
+        if parameters.get("mpp") is None and parameters.get(PIXEL_SIZE_UM) is not None:
+            # A slide tile: sizes are reasoned in microns, unless the client gave mpp.
+            parameters = {**parameters, "mpp": parameters[PIXEL_SIZE_UM]}
         # Imported here, in the worker: the service process only needs the schema (no SciPy).
         from primaa.plugins.builtin import nuclei_detector, nuclei_scale
 
