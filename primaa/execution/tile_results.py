@@ -7,6 +7,12 @@ arrays, with their per-object measurements; the pixels stay in the workers.
 Points (``MultiPoint``, ``Point``) and regions (``MultiPolygon``, ``Polygon``,
 holes included) merge; other geometries cannot be split by tiles.
 
+A detector's centre can move by a pixel with a tile's context, so now and then
+an object on a seam is kept by both tiles: centres from different tiles closer
+than :data:`SEAM_RADIUS` working pixels, both that close to their core's edge,
+are one object (:func:`primaa.imaging.slides.seam_duplicates`). Region outlines
+are clipped to the slide (a tile reads white beyond it).
+
 Per-tile measurements describe a tile, not the slide, so the merged result
 measures what merging knows: ``count`` (objects kept), ``tiles`` and
 ``analysed_megapixels`` (the level-0 area of the tiles' cores), and
@@ -16,19 +22,25 @@ measures what merging knows: ``count`` (objects kept), ``tiles`` and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from primaa.imaging.slides import Tile, TileMerger, to_level0
+from primaa.imaging.slides import Tile, TileMerger, seam_duplicates, to_level0
 from primaa.jobs.ports import TaskError
 from primaa.plugins.algorithm import AlgorithmResult, Geometry
 
 __all__ = ["TileResults", "whole_to_level0"]
 
+#: Two points from two tiles closer than this (working pixels), by a seam, are one.
+SEAM_RADIUS: Final = 3.0
+
 _POINTS = {"MultiPoint", "Point"}
 _REGIONS = {"MultiPolygon", "Polygon"}
+
+
+Points = npt.NDArray[np.float64]
 
 
 def _rounded(points: npt.NDArray[np.float64]) -> list[list[float]]:
@@ -46,7 +58,16 @@ def _parts(geometry: Geometry) -> list[Any]:
     raise TaskError(f"a {kind} geometry cannot be merged across tiles (points or polygons only)")
 
 
-def whole_to_level0(tile: Tile, result: AlgorithmResult) -> AlgorithmResult:
+def _clipped(points: npt.NDArray[np.float64], dimensions: tuple[int, int]) -> Points:
+    """Inside the slide: pixel centres are whole numbers, its edges at -0.5 and size - 0.5."""
+    high = np.array(dimensions, np.float64) - 0.5
+    result: Points = np.clip(points, -0.5, high)
+    return result
+
+
+def whole_to_level0(
+    tile: Tile, result: AlgorithmResult, dimensions: tuple[int, int]
+) -> AlgorithmResult:
     """A result on an image read whole (one tile) moved to level 0, nothing dropped."""
     geometry = result.geometry
     if geometry is None or (tile.downsample == 1.0 and tile.x == tile.y == 0):
@@ -55,7 +76,10 @@ def whole_to_level0(tile: Tile, result: AlgorithmResult) -> AlgorithmResult:
     if geometry["type"] in _POINTS:
         moved: list[Any] = _rounded(to_level0(tile, parts))
         return _with_geometry(result, "MultiPoint", moved)
-    moved = [[_rounded(to_level0(tile, ring)) for ring in polygon] for polygon in parts]
+    moved = [
+        [_rounded(_clipped(to_level0(tile, ring), dimensions)) for ring in polygon]
+        for polygon in parts
+    ]
     return _with_geometry(result, "MultiPolygon", moved)
 
 
@@ -72,7 +96,9 @@ def _with_geometry(result: AlgorithmResult, kind: str, coordinates: list[Any]) -
 class TileResults:
     """Adds each tile's result as it comes; :meth:`result` is the merged one."""
 
-    def __init__(self) -> None:
+    def __init__(self, dimensions: tuple[int, int]) -> None:
+        self._dimensions = dimensions
+        self._seen: list[Tile] = []
         self._merger = TileMerger()
         self._holes: list[list[npt.NDArray[np.float64]]] = []
         self._kind: str | None = None
@@ -85,6 +111,7 @@ class TileResults:
     def add(self, tile: Tile, result: AlgorithmResult) -> None:
         """Keep the objects whose centre is in the tile's core; raise TaskError if unmergeable."""
         self._tiles += 1
+        self._seen.append(tile)
         x0, y0, x1, y1 = tile.core
         self._core_pixels += (x1 - x0) * (y1 - y0) * tile.downsample**2
         if result.geometry is None:
@@ -120,32 +147,41 @@ class TileResults:
 
     def result(self) -> AlgorithmResult:
         """The merged result: level-0 geometry of every kept object, and the counts."""
-        count = len(self._merger)
         megapixels = self._core_pixels / 1e6
+        object_measurements = self._object_measurements
+        geometry: Geometry | None = None
+        count = 0
+        if self._kind == "points":
+            centres = self._merger.centres()
+            radius = SEAM_RADIUS * self._seen[0].downsample
+            keep = ~seam_duplicates(centres, self._merger.tile_indices(), self._seen, radius)
+            object_measurements = [
+                m for m, kept in zip(object_measurements, keep, strict=True) if kept
+            ]
+            count = int(keep.sum())
+            geometry = {"type": "MultiPoint", "coordinates": _rounded(centres[keep])}
+        elif self._kind == "regions":
+            dims = self._dimensions
+            polygons = [
+                [_rounded(_clipped(ring, dims)) for ring in (exterior, *holes)]
+                for exterior, holes in zip(self._merger.polygons(), self._holes, strict=True)
+            ]
+            count = len(polygons)
+            geometry = {"type": "MultiPolygon", "coordinates": polygons}
         measurements: dict[str, float] = {
             "count": float(count),
             "tiles": float(self._tiles),
             "analysed_megapixels": round(megapixels, 3),
         }
-        geometry: Geometry | None = None
         if self._kind == "points":
-            geometry = {"type": "MultiPoint", "coordinates": _rounded(self._merger.centres())}
             measurements["density_per_megapixel"] = (
                 round(count / megapixels, 3) if megapixels else 0.0
             )
-        elif self._kind == "regions":
-            polygons = [
-                [_rounded(exterior), *(_rounded(hole) for hole in holes)]
-                for exterior, holes in zip(self._merger.polygons(), self._holes, strict=True)
-            ]
-            geometry = {"type": "MultiPolygon", "coordinates": polygons}
         first = self._first
         return AlgorithmResult(
             geometry=geometry,
             measurements=measurements,
             object_type=first.object_type if first else "detection",
             classification=first.classification if first else None,
-            object_measurements=(
-                self._object_measurements if self._has_object_measurements else None
-            ),
+            object_measurements=object_measurements if self._has_object_measurements else None,
         )

@@ -175,7 +175,7 @@ class TilingExecutor:
             width=plan.dimensions[0],
             height=plan.dimensions[1],
         )
-        merged = TileResults()
+        merged = TileResults(plan.dimensions)
         pending = collections.deque(plan.tiles)
         tiles: dict[str, Tile] = {}
         interrupted: collections.Counter[int] = collections.Counter()
@@ -227,7 +227,7 @@ class TilingExecutor:
                     if run.cancelled:
                         continue
                     if plan.whole:
-                        return whole_to_level0(tile, result)
+                        return whole_to_level0(tile, result, plan.dimensions)
                     merged.add(tile, result)
                     run.done += 1
                     self._report(task.task_id, run.done / run.total)

@@ -16,7 +16,7 @@ from primaa.execution.tiling import TilingExecutor
 from primaa.jobs.ports import Task, TaskError, WorkerCrashed
 from primaa.plugins.algorithm import JobCancelled
 from primaa.plugins.registry import load_registry
-from tests.conftest import TEST_PLUGINS
+from tests.conftest import TEST_PLUGINS, synthetic_he_png
 from tests.support.slides import BuiltSlide, build_dotted_slide
 
 PLUGINS = (*TEST_PLUGINS, "tests.support.slide_algorithms")
@@ -172,3 +172,24 @@ async def test_two_slide_jobs_share_the_workers(
     assert first_b < last_a / 2, f"job b waited for most of job a: {''.join(order)}"
     for tag in ("a", "b"):
         assert len({pid for t, pid, _ in starts if t == tag}) == 2, f"job {tag} used both workers"
+
+
+async def test_tiles_interrupted_by_another_jobs_crash_run_again(
+    tiling: TilingExecutor, dotted: BuiltSlide, tmp_path: Path
+) -> None:
+    logs = tmp_path / "log"
+    logs.mkdir()
+    flat = tmp_path / "flat.png"
+    flat.write_bytes(synthetic_he_png())
+    slide_job = asyncio.ensure_future(
+        tiling.run(_task(dotted.path, "job-survivor", seconds=0.5, log_dir=str(logs)))
+    )
+    for _ in range(1500):
+        if list(logs.iterdir()):
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(WorkerCrashed):
+        await tiling.run(Task("job-crasher", "test_crash", flat, {}))
+    result = await slide_job
+    assert result.measurements["count"] == len(dotted.centres), "every tile ran to the end"
+    assert len(list(logs.iterdir())) > result.measurements["tiles"], "some tiles ran twice"

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from primaa.plugins.algorithm import (
+    DOWNSAMPLE,
     PIXEL_SIZE_UM,
     Algorithm,
     AlgorithmResult,
@@ -179,6 +180,11 @@ class PoiDetection(Algorithm):
         e_vec: Sequence[float] = parameters.get("eosin_vector") or EOSIN
         diameter = diameter_in_pixels(parameters)
         hematoxylin = None
+        if diameter is None and DOWNSAMPLE in parameters:
+            # A tile of a slide: every tile detects at the same size, the prior (5.5 µm
+            # where the slide states its resolution); estimated tile by tile it would
+            # change from tile to tile with what each happens to hold.
+            diameter = auto_diameter_range(parameters)[0]
         if diameter is None:
             prior, bounds = auto_diameter_range(parameters)
             chosen = nuclei_scale.choose_diameter(image, prior, bounds, h_vec, e_vec)
