@@ -223,6 +223,8 @@ class TilingExecutor:
                     except Exception as exc:
                         if run.cancelled:
                             continue
+                        if plan.whole:
+                            raise  # the image in one piece: its errors are the job's own
                         raise _tile_error(exc, tile, run.total) from exc
                     if run.cancelled:
                         continue
