@@ -26,6 +26,7 @@ BENCHES = {
     "memory": ["bench.memory"],
     "algorithms": ["bench.algorithms"],
     "slides": ["bench.slides"],
+    "slide_jobs": ["bench.slide_jobs"],
 }
 
 
