@@ -235,7 +235,8 @@ class TilingExecutor:
                     self._report(task.task_id, run.done / run.total)
             if run.cancelled:
                 raise JobCancelled(task.job_id)
-            return merged.result()
+            # A million nuclei take seconds to write out: not on the event loop.
+            return await asyncio.to_thread(merged.result)
         finally:
             await self._abandon(run)
 
