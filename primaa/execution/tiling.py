@@ -114,7 +114,8 @@ class TilingExecutor:
     def _inner_progress(self, task_id: str, fraction: float) -> None:
         run = self._tiles.get(task_id)
         if run is None:
-            self._report(task_id, fraction)
+            if task_id.rpartition("/")[0] not in self._jobs:
+                self._report(task_id, fraction)  # not a tile, nor one that came in late
         elif run.total == 1:
             self._report(run.task.task_id, fraction)
 

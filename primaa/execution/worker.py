@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import cv2
 import structlog
 
 from primaa.execution.lifeline import watch as watch_service
@@ -94,6 +95,9 @@ def initialize(
     _events = events
     _cancel_dir = Path(cancel_dir)
     _registry = load_registry(disabled=disabled_plugins, modules=plugin_modules)
+    # One OpenCV thread per worker: the pool has one worker per CPU, and a slide's tiles
+    # keep them all busy; OpenCV's own threads on top would only fight them for the cores.
+    cv2.setNumThreads(1)
     if memory_limit_mb:
         limit_address_space(memory_limit_mb)
 
