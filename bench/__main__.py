@@ -1,4 +1,4 @@
-"""Every bench of issue 5, one after another, each printing its table.
+"""Every bench, one after another, each printing its table (`replicas` needs PostgreSQL).
 
     python -m bench [--quick] [--only NAME ...]
 
@@ -26,6 +26,7 @@ BENCHES = {
     "memory": ["bench.memory"],
     "algorithms": ["bench.algorithms"],
     "slides": ["bench.slides"],
+    "replicas": ["bench.replicas"],
     "slide_jobs": ["bench.slide_jobs"],
 }
 

@@ -7,6 +7,7 @@ submission times are read from the same clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -46,9 +47,12 @@ class Loopback:
         self.images = list(images)
         self.port = free_port()
         self.arrived: dict[int, float] = {}
+        #: Callbacks received per job, duplicates included.
+        self.received: collections.Counter[int] = collections.Counter()
         self.statuses: dict[int, str] = {}
         self._expected = 0
         self._all_in = asyncio.Event()
+        self._waiters: list[tuple[int, asyncio.Event]] = []
 
     def image_url(self, k: int = 0) -> str:
         return f"http://127.0.0.1:{self.port}/img/{k}.png"
@@ -59,9 +63,23 @@ class Loopback:
     def expect(self, count: int) -> None:
         """Forget earlier callbacks; :meth:`wait` returns once ``count`` more arrived."""
         self.arrived.clear()
+        self.received.clear()
         self.statuses.clear()
         self._expected = count
         self._all_in.clear()
+
+    async def wait_for(self, count: int) -> None:
+        """Return once ``count`` jobs have called back."""
+        reached = asyncio.Event()
+        self._waiters.append((count, reached))
+        self._wake_waiters()
+        await reached.wait()
+
+    def _wake_waiters(self) -> None:
+        for count, reached in self._waiters:
+            if len(self.arrived) >= count:
+                reached.set()
+        self._waiters = [(c, e) for c, e in self._waiters if not e.is_set()]
 
     async def wait(self, within: float) -> bool:
         try:
@@ -78,9 +96,11 @@ class Loopback:
         seq = int(request.match_info["seq"])
         body = await request.json()
         self.arrived.setdefault(seq, time.monotonic())
+        self.received[seq] += 1
         self.statuses[seq] = str(body.get("properties", {}).get("status"))
         if len(self.arrived) >= self._expected > 0:
             self._all_in.set()
+        self._wake_waiters()
         return web.Response(text="noted")
 
     @asynccontextmanager

@@ -2,14 +2,19 @@
 
 ``bench_noop`` is I/O-bound and does no work: a job of it costs exactly the
 service's overhead (fetch, decode of a tiny image, store writes, callback).
+``bench_sleep`` holds a worker process for ``seconds``: a job that is still
+running when a replica is killed (``bench/replicas.py``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from primaa import AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
+import marshmallow
+
+from primaa import Algorithm, AlgorithmResult, AsyncAlgorithm, Progress, RGBImage, hookimpl
 
 
 class Noop(AsyncAlgorithm):
@@ -28,6 +33,28 @@ class Noop(AsyncAlgorithm):
         )
 
 
+class SleepParameters(marshmallow.Schema):
+    seconds = marshmallow.fields.Float(
+        load_default=0.2, validate=marshmallow.validate.Range(min=0, max=60)
+    )
+
+
+class Sleep(Algorithm):
+    name = "bench_sleep"
+    version = "1"
+    summary = "Hold a worker process for `seconds`, reporting progress"
+    Parameters = SleepParameters
+
+    def run(
+        self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
+    ) -> AlgorithmResult:
+        steps = 10
+        for step in range(steps):
+            time.sleep(parameters["seconds"] / steps)
+            progress((step + 1) / steps)
+        return AlgorithmResult(geometry={"type": "MultiPoint", "coordinates": []})
+
+
 @hookimpl
-def primaa_algorithms() -> list[AsyncAlgorithm]:
-    return [Noop()]
+def primaa_algorithms() -> list[Algorithm | AsyncAlgorithm]:
+    return [Noop(), Sleep()]

@@ -36,6 +36,8 @@ from primaa.execution.on_loop import LoopExecutor
 from primaa.execution.pool import ProcessPoolRunner
 from primaa.execution.tiling import TilingExecutor
 from primaa.imaging.fetch import ImageFetcher
+from primaa.imaging.file_roots import FileRoots
+from primaa.imaging.sources import ImageSources
 from primaa.imaging.urlguard import UrlGuard, make_connector
 from primaa.jobs.core import CorePolicy, build_jobs_core
 from primaa.jobs.storage import JobStore
@@ -126,10 +128,19 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         session,
         guard,
         spool_dir=settings.spool_dir,
-        max_bytes=settings.max_image_bytes,
+        # A slide is known as one only once it is here: the larger limit streams it to disk,
+        # and ImageSources.describe then holds a flat image to the flat limit.
+        max_bytes=max(settings.max_slide_bytes, settings.max_image_bytes),
         connect_timeout=settings.fetch_connect_timeout,
         read_timeout=settings.fetch_read_timeout,
         total_timeout=settings.fetch_total_timeout,
+    )
+    images = ImageSources(
+        fetcher,
+        guard,
+        FileRoots(settings.file_roots),
+        max_flat_bytes=settings.max_image_bytes,
+        max_flat_pixels=settings.max_image_pixels,
     )
     core = build_jobs_core(
         store=store,
@@ -143,7 +154,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
             tile_size=settings.slide_tile_size,
         ),
         io_executor=LoopExecutor(app[REGISTRY], max_pixels=settings.max_image_pixels),
-        images=fetcher,
+        images=images,
         notifier=outbox,
         metrics=app[METRICS],
         policy=CorePolicy(

@@ -79,8 +79,13 @@ class Settings:
     max_connections: int = 0
     #: Largest JSON request body.
     max_body_bytes: int = 1_048_576
-    #: Largest image, downloaded or uploaded.
+    #: Largest flat image (PNG, JPEG, TIFF in strips), downloaded or uploaded.
     max_image_bytes: int = 1_073_741_824
+    #: Largest whole-slide image (SVS, NDPI, tiled TIFF...), downloaded or uploaded: slides are
+    #: streamed to disk and read tile by tile, never whole, so this bounds disk, not memory.
+    max_slide_bytes: int = 21_474_836_480
+    #: Directories ``file://`` image URLs may name (shared storage); empty refuses them all.
+    file_roots: tuple[Path, ...] = ()
     #: Largest decoded image; bigger ones fail before decoding (decompression bombs).
     max_image_pixels: int = 400_000_000
     #: Side of a slide tile, in pixels at the algorithm's resolution (border included).
@@ -89,7 +94,7 @@ class Settings:
     fetch_read_timeout: float = 60.0
     fetch_total_timeout: float = 900.0
     #: How long a dispatcher holds a Running job without renewing its lease.
-    lease_seconds: float = 30.0
+    lease_seconds: float = 10.0
     #: Runs of one job (first run plus retries after a lost worker or lease).
     max_attempts: int = 3
     #: Time limit of a job when neither the job nor its algorithm sets one.
@@ -297,7 +302,13 @@ def _validate(settings: Settings) -> None:
     require(0 < settings.port < 65536, "port", f"must be 1-65535, got {settings.port}")
     require(settings.workers >= 0, "workers", "must be 0 (one per CPU) or more")
     require(settings.io_concurrency >= 1, "io_concurrency", "must be at least 1")
-    for key in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_unfinished_jobs"):
+    for key in (
+        "max_body_bytes",
+        "max_image_bytes",
+        "max_slide_bytes",
+        "max_image_pixels",
+        "max_unfinished_jobs",
+    ):
         require(getattr(settings, key) > 0, key, "must be positive")
     for key in (
         "fetch_connect_timeout",
@@ -317,6 +328,8 @@ def _validate(settings: Settings) -> None:
         "slide_tile_size",
         f"must be 256-8192 pixels, got {settings.slide_tile_size}",
     )
+    for root in settings.file_roots:
+        require(root.is_absolute(), "file_roots", f"{root} is not an absolute path")
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")
     require(settings.min_body_rate >= 0, "min_body_rate", "must not be negative")
     require(settings.max_connections >= 0, "max_connections", "must be 0 (auto) or more")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from primaa.api.schemas import (
     ResultQuerySchema,
 )
 from primaa.appkeys import CLIENT_ID, JSON_BODY, MANAGER, QUERY, SETTINGS
+from primaa.config import Settings
+from primaa.imaging.describe import is_slide
 from primaa.imaging.fetch import EmptyUpload, FetchError, SpoolFull, spool_part
 from primaa.jobs.errors import StorageUnavailable
 from primaa.jobs.manager import JobRequest
@@ -128,7 +131,7 @@ async def _upload_request(request: web.Request) -> JobRequest:
                         raise ApiError(400, "bad_request", "more than one `image` part")
                     image_path = upload_dir / f"{uuid.uuid4().hex}.img"
                     try:
-                        await spool_part(part, image_path, settings.max_image_bytes)
+                        await _spool_image(part, image_path, settings)
                     except EmptyUpload as exc:
                         raise ApiError(
                             422, "validation_error", str(exc), {"image": [str(exc)]}
@@ -170,6 +173,17 @@ async def _upload_request(request: web.Request) -> JobRequest:
             image_path.unlink(missing_ok=True)
         raise
     return job_request_from(data, image_path)
+
+
+async def _spool_image(part: BodyPartReader, dest: Path, settings: Settings) -> None:
+    """Stream the upload within the slide limit, then hold a flat image to the flat one:
+    what the file is shows only once it is here (OpenSlide reads it, or not)."""
+    written = await spool_part(part, dest, max(settings.max_slide_bytes, settings.max_image_bytes))
+    if written > settings.max_image_bytes and not await asyncio.to_thread(is_slide, dest):
+        raise FetchError(
+            f"upload of {written:,} bytes is not a whole-slide image and is larger than the"
+            f" limit for flat images ({settings.max_image_bytes:,} bytes, max_image_bytes)"
+        )
 
 
 @docs(

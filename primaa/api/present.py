@@ -9,10 +9,12 @@ from typing import Any
 from primaa.jobs.model import Delivery, Job, JobStatus
 
 
-def iso(timestamp: float | None) -> str | None:
+def iso(timestamp: float | None) -> datetime.datetime | None:
+    """A moment the JSON encoder writes in ISO 8601 (:mod:`primaa.fastjson`): formatting
+    it here took 5 % of a ``GET /jobs/{id}`` in the profile."""
     if timestamp is None:
         return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
 
 
 def present_callback(deliveries: Sequence[Delivery]) -> dict[str, Any] | None:
@@ -45,6 +47,7 @@ def present_job(job: Job, deliveries: Sequence[Delivery] | None = None) -> dict[
         "algorithm_name": job.algorithm,
         "parameters": dict(job.parameters),
         "image_url": job.image_url,
+        "image": dict(job.image) if job.image is not None else None,
         "progress_percent": job.progress_percent,
         # The name of earlier versions, kept for the clients that read it.
         "progress": job.progress_percent,

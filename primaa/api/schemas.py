@@ -18,18 +18,36 @@ class ErrorSchema(Schema):
     request_id = fields.String()
 
 
+_HTTP_URL = validate.URL(schemes=HTTP_SCHEMES, require_tld=False)
+
+
+def _image_url(value: str) -> None:
+    """An http(s) URL, or a ``file://`` URL whose path the job manager checks (roots, links)."""
+    if value[:5].lower() == "file:":
+        return
+    _HTTP_URL(value)
+
+
 class JobSubmissionSchema(Schema):
     """``POST /jobs`` as JSON (for uploads, the same fields as multipart form parts + ``image``)."""
 
     class Meta:
         unknown = RAISE
 
-    image_url = fields.Url(
+    image_url = fields.String(
         required=True,
-        schemes=HTTP_SCHEMES,
-        require_tld=False,
-        validate=validate.Length(min=1),
-        metadata={"description": "http(s) URL of the image."},
+        validate=[validate.Length(min=1, max=8192), _image_url],
+        metadata={
+            "format": "uri",
+            "description": (
+                "The image: an http(s) URL (fetched, streamed to disk), or a `file://` URL"
+                " of a slide on shared storage (`file:///mnt/slides/case-1.svs`), read in"
+                " place, allowed only under the server's `file_roots`"
+                " (`PRIMAA_FILE_ROOTS`; none by default: every `file://` URL is then 422)."
+                " A whole-slide image (SVS, NDPI, MRXS, pyramidal TIFF...) or a flat"
+                " PNG, JPEG or TIFF."
+            ),
+        },
     )
     algorithm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     parameters = fields.Dict(
@@ -103,6 +121,33 @@ class CallbackSchema(Schema):
     attempts = fields.List(fields.Nested(DeliveryAttemptSchema))
 
 
+class LevelSchema(Schema):
+    width = fields.Integer()
+    height = fields.Integer()
+    downsample = fields.Float(metadata={"description": "Level-0 pixels per pixel of this level."})
+
+
+class ImageInfoSchema(Schema):
+    format = fields.String(
+        metadata={
+            "description": "OpenSlide's vendor name for slides (aperio, hamamatsu, mirax,"
+            " generic-tiff...), or png, jpeg, tiff for flat images."
+        }
+    )
+    kind = fields.String(
+        validate=validate.OneOf(["slide", "flat"]),
+        metadata={"description": "slide: read tile by tile; flat: decoded whole."},
+    )
+    width = fields.Integer(metadata={"description": "Level-0 width in pixels."})
+    height = fields.Integer(metadata={"description": "Level-0 height in pixels."})
+    mpp = fields.Float(
+        allow_none=True,
+        metadata={"description": "Micrometres per level-0 pixel; null when the file does not say."},
+    )
+    levels = fields.List(fields.Nested(LevelSchema), metadata={"description": "Finest first."})
+    bytes = fields.Integer(metadata={"description": "Size of the file."})
+
+
 class JobLinksSchema(Schema):
     self = fields.String()
     result = fields.String()
@@ -115,6 +160,11 @@ class JobSchema(Schema):
     algorithm_name = fields.String(required=True)
     parameters = fields.Dict()
     image_url = fields.String(allow_none=True)
+    image = fields.Nested(
+        ImageInfoSchema,
+        allow_none=True,
+        metadata={"description": "What the image is, once a run opened it; null before."},
+    )
     progress_percent = fields.Float(metadata={"description": "How far the job got, 0 to 100."})
     progress = fields.Float(
         metadata={"description": "Same as progress_percent; the name of earlier versions."}

@@ -44,6 +44,9 @@ class Job:
     #: sent; ``None`` without a callback URL, and in job lists, which leave it out.
     callback: Mapping[str, Any] | None
     raw: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
+    #: What the image is once a run opened it (``format``, ``kind``, ``width``, ``height``,
+    #: ``mpp`` in µm per pixel or ``None``, ``levels``, ``bytes``); ``None`` before.
+    image: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Job:
@@ -64,6 +67,7 @@ class Job:
             finished_at=_time(body.get("finished_at")),
             callback=body.get("callback"),
             raw=dict(body),
+            image=body.get("image"),
         )
 
     @property

@@ -19,7 +19,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
-__all__ = ["ImageDecodeError", "decode_image", "image_size", "sniff_format"]
+__all__ = [
+    "ImageDecodeError",
+    "decode_image",
+    "describe_non_image",
+    "image_size",
+    "sniff_format",
+]
 
 _HEAD_BYTES: Final = 256
 _WHITE: Final = (255, 255, 255)
@@ -54,7 +60,7 @@ def sniff_format(head: bytes) -> str:
     return "unknown"
 
 
-def _describe_non_image(head: bytes) -> str:
+def describe_non_image(head: bytes) -> str:
     if not head:
         return "not an image (the file is empty)"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
@@ -77,7 +83,7 @@ def _describe_non_image(head: bytes) -> str:
 
 def _unsupported(fmt: str, head: bytes) -> ImageDecodeError:
     if fmt == "unknown":
-        return ImageDecodeError(_describe_non_image(head))
+        return ImageDecodeError(describe_non_image(head))
     return ImageDecodeError(f"unsupported image format {fmt}; expected JPEG, PNG or TIFF")
 
 

@@ -76,6 +76,7 @@ def build_jobs_core(
         wake_dispatcher=lambda: dispatcher.wake(),
         max_job_timeout=policy.max_job_timeout,
         check_url=check_url,
+        check_image_url=images.check,
         clock=clock,
     )
     runner = JobRunner(
@@ -83,6 +84,7 @@ def build_jobs_core(
         cpu=cpu_executor,
         io=io_executor,
         images=images,
+        record_image=store.set_image,
         outcomes=outcomes,
         failures=FailurePolicy(max_attempts=policy.max_attempts),
         limits=RunnerLimits(

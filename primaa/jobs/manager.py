@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,8 +66,11 @@ class JobManager:
         wake_dispatcher: Callable[[], None],
         max_job_timeout: float,
         check_url: Callable[[str], object] | None = None,
+        check_image_url: Callable[[str], Awaitable[object]] | None = None,
         clock: Callable[[], float],
     ) -> None:
+        """``check_url`` refuses callback URLs (and image URLs without ``check_image_url``),
+        raising ``ValueError``; ``check_image_url`` refuses image URLs, ``file://`` included."""
         self.store = store
         self.registry = registry
         self._admission = admission
@@ -77,6 +80,7 @@ class JobManager:
         self._wake_dispatcher = wake_dispatcher
         self._max_job_timeout = max_job_timeout
         self._check_url = check_url
+        self._check_image_url = check_image_url
         self._clock = clock
         #: One parameter schema per algorithm: building a marshmallow schema costs three
         #: times as much as loading a submission's parameters with it.
@@ -104,15 +108,19 @@ class JobManager:
             raise InvalidRequest(
                 "timeout", f"must not exceed {self._max_job_timeout:g} s on this server"
             )
-        for field, url in (
-            ("image_url", request.image_url),
-            ("callback_url", request.callback_url),
-        ):
-            if url is not None and self._check_url is not None:
-                try:
-                    self._check_url(url)
-                except ValueError as exc:
-                    raise InvalidRequest(field, str(exc)) from None
+        try:
+            if request.image_url is not None:
+                if self._check_image_url is not None:
+                    await self._check_image_url(request.image_url)
+                elif self._check_url is not None:
+                    self._check_url(request.image_url)
+        except ValueError as exc:
+            raise InvalidRequest("image_url", str(exc)) from None
+        if request.callback_url is not None and self._check_url is not None:
+            try:
+                self._check_url(request.callback_url)
+            except ValueError as exc:
+                raise InvalidRequest("callback_url", str(exc)) from None
         now = self._clock()
         job = Job(
             job_id=new_id(),

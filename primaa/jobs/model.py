@@ -100,6 +100,9 @@ class Job:
     lease_expires_at: float | None = None
     #: A client asked to cancel this Running job; it stops at its next progress report.
     cancel_requested: bool = False
+    #: What the image is (size, µm per pixel, levels, format), written when a run first
+    #: opens it; ``None`` before. A JSON object: the jobs core never reads inside it.
+    image: Mapping[str, Any] | None = None
 
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)

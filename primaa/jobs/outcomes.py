@@ -117,9 +117,13 @@ class Outcomes:
         delivery = None
         if final.callback_url:
             delivery = self.delivery(final, feature or failure_feature(final))
+        # A run's outcome counts only while its lease is held (job is as claimed).
+        holder = job.lease_owner if expected is JobStatus.RUNNING else None
         await self._persist(
             final.job_id,
-            lambda: self._store.finish(final, expected=expected, result=feature, delivery=delivery),
+            lambda: self._store.finish(
+                final, expected=expected, result=feature, delivery=delivery, holder=holder
+            ),
         )
         self._cleanup_spool(final)
         self._admission.job_ended()
@@ -170,7 +174,10 @@ class Outcomes:
         )
         with contextlib.suppress(StaleJob):
             await self._persist(
-                job.job_id, lambda: self._store.finish(pending, expected=JobStatus.RUNNING)
+                job.job_id,
+                lambda: self._store.finish(
+                    pending, expected=JobStatus.RUNNING, holder=job.lease_owner
+                ),
             )
 
     async def _persist(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:

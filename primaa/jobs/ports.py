@@ -98,8 +98,19 @@ class Executor(Protocol):
 
 
 class ImageSource(Protocol):
+    """Where images come from (http(s) into the spool, ``file://`` in place), and what they are."""
+
+    async def check(self, url: str) -> None:
+        """At submission: raise ``ValueError`` naming why ``url`` can never be read."""
+
     async def fetch(self, url: str, job_id: str) -> Path:
-        """Download the image to a spool file; raise :class:`ImageUnavailable` naming the cause."""
+        """The image as a local file (fetched, or read in place); raise
+        :class:`ImageUnavailable` naming the cause."""
+
+    async def describe(self, path: Path) -> Mapping[str, Any]:
+        """Open the image and say what it is, as a JSON object (``width``, ``height``,
+        ``mpp``, ``levels``, ``format``...); raise :class:`ImageUnavailable` when it
+        cannot be used (damaged, unknown format, over a limit)."""
 
 
 class Notifier(Protocol):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -20,6 +21,11 @@ from primaa.jobs.outcomes import FailurePolicy, Outcomes
 from primaa.jobs.ports import Executor, ImageSource, Task, TaskError
 from primaa.jobs.running import RunningJob
 from primaa.plugins.algorithm import AlgorithmResult, AnyAlgorithm, AsyncAlgorithm, JobCancelled
+
+log = structlog.get_logger(__name__)
+
+#: Writes what a job's image is (``JobStore.set_image``).
+RecordImage = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
 class JobTimedOut(TaskError):
@@ -46,6 +52,7 @@ class JobRunner:
         cpu: Executor,
         io: Executor,
         images: ImageSource,
+        record_image: RecordImage,
         outcomes: Outcomes,
         failures: FailurePolicy,
         limits: RunnerLimits,
@@ -54,6 +61,7 @@ class JobRunner:
         self._cpu = cpu
         self._io = io
         self._images = images
+        self._record_image = record_image
         self._outcomes = outcomes
         self._failures = failures
         self._limits = limits
@@ -72,6 +80,8 @@ class JobRunner:
             running.executor.forget(job.job_id)
             running.stage = "fetching"
             image_path = await self._image_path(job)
+            job = running.job = job.evolve(image=await self._images.describe(image_path))
+            await self._keep_image(job)
             limit = min(
                 job.timeout or algorithm.default_timeout or self._limits.job_timeout,
                 self._limits.max_job_timeout,
@@ -88,6 +98,14 @@ class JobRunner:
             await self._outcomes.apply(job, decision)
         else:
             await self._outcomes.finish(job, JobStatus.COMPLETED, result=result)
+
+    async def _keep_image(self, job: Job) -> None:
+        """Store what the image is; a store that cannot take it now does not fail the job."""
+        assert job.image is not None
+        try:
+            await self._record_image(job.job_id, job.image)
+        except Exception:
+            log.warning("job_image_not_recorded", exc_info=True)
 
     async def _image_path(self, job: Job) -> Path:
         if job.image_path is not None:

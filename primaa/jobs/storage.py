@@ -115,6 +115,12 @@ class JobStore(Protocol):
     async def set_progress(self, job_id: str, progress_percent: float) -> None:
         """Record progress (0-100) of a Running job; ignored for other states."""
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        """Record what a Running job's image is (a JSON object); ignored for other states.
+
+        Only this writes ``Job.image``: a final write leaves it as it is.
+        """
+
     async def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a Pending job at once, or flag a Running one for cancellation.
 
@@ -129,12 +135,16 @@ class JobStore(Protocol):
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        holder: str | None = None,
     ) -> None:
-        """Write ``job`` (already moved to its new status) if it is still ``expected``.
+        """Write ``job`` (already moved to its new status) if it is still ``expected``
+        and, with ``holder``, still leased to ``holder``.
 
         The result and the callback delivery are written in the same transaction
-        as the status, so a finished job never lacks its callback. Raises
-        :class:`StaleJob` when the job is no longer in ``expected``, and
+        as the status, so a finished job never lacks its callback. The outcome of a
+        run is written with its lease holder: a replica whose lease expired (it was
+        paused, say) and whose job another took over cannot end it. Raises
+        :class:`StaleJob` when the job is no longer in ``expected`` or held, and
         :class:`~primaa.jobs.model.InvalidTransition` when ``expected`` → ``job.status``
         is not a transition at all. A ``cancel_requested`` flag set meanwhile is kept.
         """

@@ -46,3 +46,8 @@ def check_limit(limit: int) -> None:
 #: The error of a job that ``requeue_expired`` failed; ``{}`` is its number of attempts.
 #: The SQL store builds the same text in SQL.
 EXPIRED_ERROR = "gave up after {} attempts: the job's lease expired each time"
+
+
+def held_by(holder: str | None) -> str:
+    """The end of a :class:`~primaa.jobs.storage.StaleJob` message for a fenced write."""
+    return "" if holder is None else f" under a lease held by {holder}"

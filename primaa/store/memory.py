@@ -26,7 +26,13 @@ from primaa.jobs.model import (
     check_transition,
 )
 from primaa.jobs.storage import JobPage, Requeued, StaleJob
-from primaa.store.common import EXPIRED_ERROR, check_limit, decode_cursor, encode_cursor
+from primaa.store.common import (
+    EXPIRED_ERROR,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    held_by,
+)
 
 
 def _no_delivery(_job: Job) -> Delivery | None:
@@ -171,6 +177,11 @@ class MemoryStore:
         if job is not None and job.status is JobStatus.RUNNING:
             self._jobs[job_id] = job.evolve(progress_percent=progress_percent)
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.status is JobStatus.RUNNING:
+            self._jobs[job_id] = job.evolve(image=_json_copy(image))
+
     async def request_cancel(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None or job.status.is_terminal:
@@ -190,15 +201,21 @@ class MemoryStore:
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        holder: str | None = None,
     ) -> None:
         check_transition(expected, job.status)
         current = self._jobs.get(job.job_id)
-        if current is None or current.status is not expected:
-            raise StaleJob(f"job {job.job_id} is no longer {expected}")
+        if (
+            current is None
+            or current.status is not expected
+            or (holder is not None and current.lease_owner != holder)
+        ):
+            raise StaleJob(f"job {job.job_id} is no longer {expected}" + held_by(holder))
         if delivery is not None and delivery.delivery_id in self._deliveries:
             raise ValueError(f"delivery {delivery.delivery_id} already exists")
         self._jobs[job.job_id] = job.evolve(
             parameters=current.parameters,
+            image=current.image,
             cancel_requested=job.cancel_requested or current.cancel_requested,
         )
         if result is not None:

@@ -47,8 +47,11 @@ class Rows(NamedTuple):
 _STATUSES: Final = {status.value: status for status in JobStatus}
 
 _JOB_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Job))
-if _JOB_FIELDS[2:4] != ("parameters", "status") or _JOB_FIELDS[-1] != "cancel_requested":
-    raise ImportError("_job_from_values needs parameters, status and cancel_requested there")
+if _JOB_FIELDS[2:4] != ("parameters", "status") or _JOB_FIELDS[-2:] != (
+    "cancel_requested",
+    "image",
+):
+    raise ImportError("_job_from_values needs parameters, status, cancel_requested, image there")
 _STATE_COLUMNS: Final = ("status", "error", "client_id")
 _DELIVERY_COLUMNS: Final = (
     "delivery_id",
@@ -91,8 +94,9 @@ def _job_from_values(values: tuple[Any, ...]) -> Job:
         values[1],
         _json_value(values[2]),
         _STATUSES[values[3]],
-        *values[4:-1],
-        bool(values[-1]),
+        *values[4:-2],
+        bool(values[-2]),
+        _json_value(values[-1]),
     )
     return Job(*decoded)
 
@@ -180,6 +184,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "lease_owner": job.lease_owner,
         "lease_expires_at": job.lease_expires_at,
         "cancel_requested": job.cancel_requested,
+        "image": job.image,
     }
 
 

@@ -32,7 +32,7 @@ from primaa.jobs.model import (
 )
 from primaa.jobs.storage import JobPage, Requeued, StaleJob
 from primaa.store import statements as st
-from primaa.store.common import check_limit, decode_cursor, encode_cursor
+from primaa.store.common import check_limit, decode_cursor, encode_cursor, held_by
 from primaa.store.postgres_access import PostgresAccess
 from primaa.store.rows import (
     Rows,
@@ -190,6 +190,10 @@ class SqlStore:
         params = {"id": job_id, "new_progress": progress_percent}
         await self.run(lambda conn: conn.execute(st.SET_PROGRESS, params))
 
+    async def set_image(self, job_id: str, image: Mapping[str, Any]) -> None:
+        params = {"id": job_id, "new_image": dict(image)}
+        await self.run(lambda conn: conn.execute(st.SET_IMAGE, params))
+
     async def request_cancel(self, job_id: str) -> Job | None:
         now = time.time()
 
@@ -210,16 +214,20 @@ class SqlStore:
         expected: JobStatus,
         result: Mapping[str, Any] | None = None,
         delivery: Delivery | None = None,
+        holder: str | None = None,
     ) -> None:
         check_transition(expected, job.status)
         values = job_row(job)
         params = {f"new_{name}": values[name] for name in st.FINISH_COLUMNS}
         params.update(id=job.job_id, expected=expected.value, cancel=job.cancel_requested)
+        statement = st.FINISH if holder is None else st.FINISH_HELD
+        if holder is not None:
+            params["holder"] = holder
         geojson = json_text(result) if result is not None else None
 
         def finish(conn: Connection) -> None:
-            if conn.execute(st.FINISH, params).rowcount != 1:
-                raise StaleJob(f"job {job.job_id} is no longer {expected}")
+            if conn.execute(statement, params).rowcount != 1:
+                raise StaleJob(f"job {job.job_id} is no longer {expected}" + held_by(holder))
             if geojson is not None:
                 conn.execute(results.insert(), {"job_id": job.job_id, "geojson": geojson})
             if delivery is not None:

@@ -33,6 +33,11 @@ SET_PROGRESS: Final = (
     .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
     .values(progress_percent=sa.bindparam("new_progress"))
 )
+SET_IMAGE: Final = (
+    jobs.update()
+    .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status == _RUNNING)
+    .values(image=sa.bindparam("new_image"))
+)
 RENEW: Final = (
     jobs.update()
     .where(
@@ -42,9 +47,12 @@ RENEW: Final = (
     )
     .values(lease_expires_at=sa.bindparam("expires"))
 )
-#: Everything a transition may change; ``parameters`` and ``job_id`` are fixed at creation.
+#: Everything a transition may change; ``parameters`` and ``job_id`` are fixed at creation,
+#: ``image`` is written by :data:`SET_IMAGE` alone.
 FINISH_COLUMNS: Final = tuple(
-    c.name for c in jobs.columns if c.name not in {"job_id", "parameters", "cancel_requested"}
+    c.name
+    for c in jobs.columns
+    if c.name not in {"job_id", "parameters", "cancel_requested", "image"}
 )
 #: Binds ``new_<column>`` for each of :data:`FINISH_COLUMNS`, ``id``, ``expected``, ``cancel``.
 FINISH: Final = (
@@ -56,6 +64,8 @@ FINISH: Final = (
         | {"cancel_requested": sa.or_(jobs.c.cancel_requested, sa.bindparam("cancel"))}
     )
 )
+#: :data:`FINISH` of a run's outcome: only while ``holder`` still holds the job's lease.
+FINISH_HELD: Final = FINISH.where(jobs.c.lease_owner == sa.bindparam("holder"))
 CANCEL: Final = (
     jobs.update()
     .where(jobs.c.job_id == sa.bindparam("id"), jobs.c.status.in_([_PENDING, _RUNNING]))

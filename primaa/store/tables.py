@@ -45,6 +45,8 @@ jobs = sa.Table(
     sa.Column("lease_owner", sa.String),
     sa.Column("lease_expires_at", sa.Double),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    # Written once the image is opened (width, height, mpp, levels, format); read as a whole.
+    sa.Column("image", sa.JSON(none_as_null=True)),
     # Claim: oldest Pending first; also serves listing filtered by status.
     sa.Index("ix_jobs_status_created_at", "status", "created_at", "job_id"),
     # Unfiltered listing, newest first.

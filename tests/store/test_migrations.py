@@ -48,3 +48,31 @@ async def test_owner_and_progress_of_a_0001_database_become_client_id_and_percen
         assert [j.job_id for j in page.jobs] == ["j1"]
     finally:
         await store.close()
+
+
+async def test_a_0002_database_gains_an_empty_image_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = sa.create_engine(url)
+    _upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO jobs (job_id, algorithm, parameters, status, progress_percent,"
+                " attempts, created_at, updated_at, cancel_requested)"
+                " VALUES ('j1', 'nuclei', '{}', 'Running', 0, 1, 1.0, 1.0, 0)"
+            )
+        )
+    engine.dispose()
+
+    store = open_store_from_url(url)
+    await store.open()
+    try:
+        job = await store.get("j1")
+        assert job is not None
+        assert job.image is None
+        await store.set_image("j1", {"format": "png", "width": 3, "height": 2, "mpp": None})
+        job = await store.get("j1")
+        assert job is not None
+        assert job.image == {"format": "png", "width": 3, "height": 2, "mpp": None}
+    finally:
+        await store.close()

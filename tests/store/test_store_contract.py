@@ -511,6 +511,43 @@ async def test_set_progress_only_moves_running_jobs(store: JobStore) -> None:
     assert pending.progress_percent == 0.0
 
 
+IMAGE = {
+    "format": "aperio",
+    "width": 2220,
+    "height": 2967,
+    "mpp": 0.499,
+    "levels": [{"width": 2220, "height": 2967, "downsample": 1.0}],
+}
+
+
+async def test_image_is_none_until_set_and_only_set_while_running(store: JobStore) -> None:
+    await create_jobs(store, 2)
+    job = await run_one(store)
+    assert job.image is None
+    await store.set_image(job.job_id, IMAGE)
+    await store.set_image("job-0001", IMAGE)
+    await store.set_image("unknown", IMAGE)
+    assert await store.get(job.job_id) == job.evolve(image=IMAGE)
+    pending = await store.get("job-0001")
+    assert pending is not None
+    assert pending.image is None
+    (listed,) = [j for j in (await store.list()).jobs if j.job_id == job.job_id]
+    assert listed.image == IMAGE
+
+
+async def test_final_writes_keep_the_image(store: JobStore) -> None:
+    await create_jobs(store, 1)
+    job = await run_one(store)
+    await store.set_image(job.job_id, IMAGE)
+    # The job handed to finish may predate the image: the store keeps what it holds.
+    done = job.moved_to(JobStatus.COMPLETED, T0 + 110)
+    await store.finish(done, expected=JobStatus.RUNNING, result=feature(job.job_id))
+    stored = await store.get(job.job_id)
+    assert stored is not None
+    assert stored.status is JobStatus.COMPLETED
+    assert stored.image == IMAGE
+
+
 # --- finish -------------------------------------------------------------------------------
 
 
@@ -543,6 +580,28 @@ async def test_finish_is_compare_and_set(store: JobStore) -> None:
     assert await store.get(done.job_id) == failed
     assert await store.get_result(done.job_id) is None
     assert await store.deliveries_for(done.job_id) == []
+
+
+async def test_a_run_whose_lease_was_taken_over_cannot_end_the_job(store: JobStore) -> None:
+    """A paused replica resumes after its lease expired and another claimed the job:
+    the outcome of its run, and its hand-back, are refused; the new holder's count."""
+    await create_jobs(store, 1)
+    first = await run_one(store, lease_owner="paused", now=T0 + 100)
+    await store.requeue_expired(now=T0 + 131, max_attempts=3)
+    second = await run_one(store, lease_owner="other", now=T0 + 132)
+    late = first.moved_to(JobStatus.COMPLETED, T0 + 140)
+    with pytest.raises(StaleJob, match="under a lease held by paused"):
+        await store.finish(
+            late, expected=JobStatus.RUNNING, result=feature(late.job_id), holder="paused"
+        )
+    back = first.moved_to(JobStatus.PENDING)
+    with pytest.raises(StaleJob):
+        await store.finish(back, expected=JobStatus.RUNNING, holder="paused")
+    assert await store.get(first.job_id) == second
+    assert await store.get_result(first.job_id) is None
+    done = second.moved_to(JobStatus.COMPLETED, T0 + 150)
+    await store.finish(done, expected=JobStatus.RUNNING, holder="other")
+    assert await store.get(first.job_id) == done
 
 
 async def test_finish_of_an_unknown_job_is_stale(store: JobStore) -> None:
@@ -803,11 +862,45 @@ async def _schema_state(store: JobStore) -> tuple[list[str], list[Any]]:
 async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backend) -> None:
     store = await sql_backend.open()
     await create_jobs(store, 2)
-    assert await _schema_state(store) == (["0002"], [])
+    assert await _schema_state(store) == (["0004"], [])
     await store.open()
     again = await sql_backend.open()
-    assert await _schema_state(again) == (["0002"], [])
+    assert await _schema_state(again) == (["0004"], [])
     assert len((await again.list()).jobs) == 2
+
+
+async def test_migration_0004_adds_and_drops_the_image_column_keeping_jobs(
+    sql_backend: Backend,
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import Connection
+
+    import primaa.store
+
+    store = await sql_backend.open()
+    await create_jobs(store, 2)
+
+    def migrate(revision: str, *, down: bool = False) -> Callable[[Connection], None]:
+        def run(conn: Connection) -> None:
+            config = Config()
+            location = pathlib.Path(primaa.store.__file__).with_name("migrations")
+            config.set_main_option("script_location", str(location))
+            config.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(config, revision)
+
+        return run
+
+    await store.run(migrate("0002", down=True))
+    state, _ = await _schema_state(store)
+    assert state == ["0002"]
+    await store.run(migrate("head"))
+    assert await _schema_state(store) == (["0004"], [])
+    job = await run_one(store)
+    assert job.image is None
+    await store.set_image(job.job_id, IMAGE)
+    assert (await store.get(job.job_id)) == job.evolve(image=IMAGE)
+    assert len((await store.list()).jobs) == 2
 
 
 def test_jobs_columns_follow_the_job_fields() -> None:

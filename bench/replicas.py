@@ -1,0 +1,243 @@
+"""Two replicas on one PostgreSQL database, one killed with SIGKILL in the middle of a load.
+
+Each checkout measured (this one, and with ``--base DIR`` another, alternating)
+gets a fresh database and two ``primaa serve`` replicas with one worker each. It
+submits ``bench_sleep`` jobs to both in turn, kills one replica's main process
+once a third of the callbacks are in, and waits for every callback. It prints:
+
+* jobs called back, and callbacks received more than once (duplicates);
+* the jobs the dead replica held (they ran more than once), and when the last of
+  them started again and was called back, counted from the kill;
+* processes of the killed replica still alive 5 s after the kill (orphans);
+* submit-to-start latency on an idle replica: one replica's only worker is kept
+  busy, then jobs are submitted one at a time to each replica in turn; a job sent
+  to the busy one can only be started by the other.
+
+    python -m bench.replicas [--quick] [--base DIR] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from bench.harness import (
+    REPO,
+    Process,
+    group_pids,
+    percentile,
+    primaa_serve,
+    print_table,
+    scratch_dir,
+)
+from bench.loopback import Loopback, tiny_png
+
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PLUGIN_MODULE = "primaa_bench_replicas"
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[str]:
+    """A new empty database, dropped afterwards; yields its URL."""
+    name = f"primaa_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@contextlib.contextmanager
+def replicas(
+    repo: Path, database_url: str, plugin_dir: Path, tmp: Path, count: int = 2
+) -> Iterator[list[Process]]:
+    settings = {
+        "PRIMAA_DATABASE_URL": database_url,
+        "PRIMAA_PLUGINS": PLUGIN_MODULE,
+        # This checkout's bench plugin, whichever primaa runs it.
+        "PYTHONPATH": os.pathsep.join([str(repo), str(plugin_dir)]),
+    }
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                primaa_serve(tmp / f"replica-{n}", workers=1, settings=settings, repo=repo)
+            )
+            for n in range(count)
+        ]
+
+
+async def _submit(
+    http: aiohttp.ClientSession, url: str, loopback: Loopback, seq: int, seconds: float
+) -> str:
+    body = {
+        "image_url": loopback.image_url(),
+        "algorithm_name": "bench_sleep",
+        "parameters": {"seconds": seconds},
+        "callback_url": loopback.callback_url(seq),
+        "callback_token": "bench",
+    }
+    async with http.post(f"{url}/jobs", json=body) as response:
+        if response.status != 202:
+            raise RuntimeError(f"submission refused: {await response.text()}")
+        return str((await response.json())["job_id"])
+
+
+async def kill_one(
+    repo: Path, admin_url: str, plugin_dir: Path, tmp: Path, jobs: int
+) -> list[object]:
+    """``jobs`` jobs over two replicas; one killed -9 when a third are called back."""
+    async with (
+        scratch_database(admin_url) as database_url,
+        Loopback([tiny_png()]).serving() as loopback,
+        aiohttp.ClientSession() as http,
+    ):
+        with replicas(repo, database_url, plugin_dir, tmp) as (victim, survivor):
+            loopback.expect(jobs)
+            ids = {}
+            for seq in range(jobs):
+                target = (victim, survivor)[seq % 2]
+                ids[seq] = await _submit(http, target.url, loopback, seq, 0.2)
+            await loopback.wait_for(jobs // 3)
+            doomed = group_pids(victim.pid)
+            victim.popen.send_signal(signal.SIGKILL)
+            killed_at, killed_wall = time.monotonic(), time.time()
+            await asyncio.sleep(5)
+            orphans = [pid for pid in doomed if _alive(pid)]
+            complete = await loopback.wait(180)
+            ran_twice = []
+            restarted = killed_wall
+            for seq, job_id in ids.items():
+                async with http.get(f"{survivor.url}/jobs/{job_id}") as response:
+                    job = await response.json()
+                if job["attempts"] > 1:
+                    ran_twice.append(seq)
+                    restarted = max(restarted, _seconds(job["started_at"]))
+            last = max((loopback.arrived[s] for s in ran_twice if s in loopback.arrived), default=0)
+            duplicates = sum(n - 1 for n in loopback.received.values())
+            failed = sum(1 for status in loopback.statuses.values() if status != "Completed")
+            recovered = (
+                f"{restarted - killed_wall:.1f} / {last - killed_at:.1f}"
+                if ran_twice and complete
+                else "-"
+            )
+            return [
+                f"{len(loopback.arrived)}/{jobs}",
+                failed,
+                duplicates,
+                len(ran_twice),
+                recovered,
+                len(orphans),
+            ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def start_latency(
+    repo: Path, admin_url: str, plugin_dir: Path, tmp: Path, jobs: int
+) -> list[object]:
+    """Submit-to-start of jobs sent alternately to a busy replica and an idle one."""
+    async with (
+        scratch_database(admin_url) as database_url,
+        Loopback([tiny_png()]).serving() as loopback,
+        aiohttp.ClientSession() as http,
+    ):
+        with replicas(repo, database_url, plugin_dir, tmp) as (first, second):
+            busy_id = await _submit(http, first.url, loopback, -1, 60)
+            while True:
+                async with http.get(f"{first.url}/jobs/{busy_id}") as response:
+                    if (await response.json())["status"] == "Running":
+                        break
+                await asyncio.sleep(0.05)
+            latencies = []
+            for seq in range(jobs):
+                job_id = await _submit(http, (first, second)[seq % 2].url, loopback, seq, 0)
+                while True:
+                    async with http.get(f"{second.url}/jobs/{job_id}") as response:
+                        job = await response.json()
+                    if job["status"] == "Completed":
+                        break
+                    await asyncio.sleep(0.02)
+                started = _seconds(job["started_at"]) - _seconds(job["created_at"])
+                latencies.append(started * 1000)
+            return [
+                jobs,
+                f"{percentile(latencies, 50):.0f}",
+                f"{percentile(latencies, 95):.0f}",
+                f"{max(latencies):.0f}",
+            ]
+
+
+def _seconds(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+async def _run(quick: bool, base: Path | None, admin_url: str) -> None:
+    jobs = 120 if quick else 300
+    targets = [("this checkout", REPO)] + ([("base", base)] if base else [])
+    kill_rows: list[list[object]] = []
+    latency_rows: list[list[object]] = []
+    with scratch_dir("replicas") as tmp:
+        plugin_dir = tmp / "plugin"
+        plugin_dir.mkdir()
+        shutil.copy(REPO / "bench" / "plugin.py", plugin_dir / f"{PLUGIN_MODULE}.py")
+        for name, repo in targets:
+            row = await kill_one(repo, admin_url, plugin_dir, tmp / f"kill-{name}", jobs)
+            kill_rows.append([name, *row])
+            row = await start_latency(repo, admin_url, plugin_dir, tmp / f"idle-{name}", 20)
+            latency_rows.append([name, *row])
+    print_table(
+        f"Two replicas on PostgreSQL, 1 worker each, {jobs} x bench_sleep 0.2 s, "
+        "one replica killed -9 after a third",
+        [
+            "primaa",
+            "called back",
+            "failed",
+            "duplicate callbacks",
+            "jobs run twice",
+            "last of them started / done, s after kill",
+            "orphans after 5 s",
+        ],
+        kill_rows,
+    )
+    print("target: all called back, 0 duplicates, orphaned jobs picked up <= 15 s, 0 orphans")
+    print_table(
+        "Submit-to-start on an idle replica (the other's only worker busy), ms",
+        ["primaa", "jobs", "p50", "p95", "max"],
+        latency_rows,
+    )
+    print("target: p95 <= 100 ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--base", type=Path, help="another checkout to compare, side by side")
+    parser.add_argument("--postgres", default=ADMIN_URL, help="an admin URL (CREATE DATABASE)")
+    args = parser.parse_args()
+    asyncio.run(_run(args.quick, args.base, args.postgres))
+
+
+if __name__ == "__main__":
+    main()
