@@ -168,3 +168,27 @@ async def test_poi_detection_on_a_slide_finds_what_it_finds_on_the_whole_image(
     # image), so a centre moves by a pixel or two now and then, and faint nuclei differ.
     distance, _ = cKDTree(reference).query(tiled)
     assert np.mean(distance <= 3.0) >= 0.8, "the tiles find the same nuclei, where they are"
+
+
+async def test_a_pyramidal_tiff_on_shared_storage_is_tiled_in_place(
+    aiohttp_client: Callable[..., Any], dotted: BuiltSlide, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        workers=2,
+        plugins=PLUGINS,
+        slide_tile_size=512,
+        file_roots=(dotted.path.parent,),
+    )
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    response = await client.post(
+        "/jobs", json={"image_url": dotted.path.as_uri(), "algorithm_name": "test_dots"}
+    )
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    job = await wait_for_job(client, job_id)
+    assert job["status"] == "Completed", job
+    assert job["image"]["width"] == 4096
+    feature = await result(client, job_id)
+    assert len(feature["geometry"]["coordinates"]) == len(dotted.centres)
+    assert feature["properties"]["measurements"]["tiles"] == 20
