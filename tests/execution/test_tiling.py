@@ -193,3 +193,20 @@ async def test_tiles_interrupted_by_another_jobs_crash_run_again(
     result = await slide_job
     assert result.measurements["count"] == len(dotted.centres), "every tile ran to the end"
     assert len(list(logs.iterdir())) > result.measurements["tiles"], "some tiles ran twice"
+
+
+async def test_a_time_limit_on_the_job_stops_its_tiles(
+    tiling: TilingExecutor, dotted: BuiltSlide, tmp_path: Path
+) -> None:
+    logs = tmp_path / "log"
+    logs.mkdir()
+    task = _task(dotted.path, "job-late", seconds=1.0, log_dir=str(logs))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            await tiling.run(task)
+    started = len(list(logs.iterdir()))
+    assert started <= tiling.window + 2
+    # Tiles handed out before the limit stop; none is handed out after it.
+    follow_up = await tiling.run(_task(dotted.path, "job-after"))
+    assert follow_up.measurements["count"] == len(dotted.centres)
+    assert len(list(logs.iterdir())) == started, "no tile of the timed-out job ran later"
