@@ -212,6 +212,13 @@ def _algorithm_detail(registry: AlgorithmRegistry, name: str, *, as_json: bool) 
     print(f"{detail['name']} {detail['version']} [{detail['plugin']}]: {detail['summary']}")
     if detail["description"]:
         print(f"\n{detail['description'].strip()}")
+    slides = detail["slides"]
+    if slides is None:
+        print("\nslides: whole images only (it declares no resolution)")
+    elif slides["tiled"]:
+        print(f"\nslides: tiles at {slides['mpp']:g} µm/px, {slides['border_um']:g} µm of context")
+    else:
+        print(f"\nslides: the whole slide at {slides['mpp']:g} µm/px, in one piece")
     properties: dict[str, dict[str, Any]] = detail["parameters"].get("properties", {})
     print("\nparameters:" if properties else "\nno parameters")
     for parameter, schema in properties.items():

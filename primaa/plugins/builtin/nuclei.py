@@ -156,9 +156,11 @@ class PoiDetection(Algorithm):
         "coordinates [x, y] (origin top-left). Hematoxylin is separated from eosin by "
         "colour deconvolution; nuclei are found as hematoxylin blobs of the expected "
         "size, estimated from the image unless given. Large images are processed in "
-        "overlapping tiles. Classical image analysis, no learned model: give mpp so "
-        "that sizes are reasoned in microns, nucleus_diameter (or nucleus_diameter_um "
-        "and mpp) to impose a size, and the stain vectors for unusual staining."
+        "overlapping tiles; whole-slide images in tiles at 0.5 µm/px across every worker, "
+        "at a diameter of 5.5 µm unless given. Classical image analysis, no learned "
+        "model: give mpp so that sizes are reasoned in microns, nucleus_diameter (or "
+        "nucleus_diameter_um and mpp) to impose a size, and the stain vectors for unusual "
+        "staining."
     )
     Parameters: ClassVar[type[Schema]] = NucleiParameters
     #: On slides: tiles at 0.5 µm/px, where a nucleus is about 11 px across (the size the
