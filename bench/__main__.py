@@ -28,6 +28,7 @@ BENCHES = {
     "slides": ["bench.slides"],
     "dask_executor": ["bench.dask_executor"],
     "replicas": ["bench.replicas"],
+    "slide_jobs": ["bench.slide_jobs"],
 }
 
 

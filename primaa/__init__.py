@@ -6,6 +6,8 @@ A plugin author needs only this import::
 """
 
 from primaa.plugins import (
+    DOWNSAMPLE,
+    PIXEL_SIZE_UM,
     Algorithm,
     AlgorithmResult,
     AsyncAlgorithm,
@@ -18,6 +20,8 @@ from primaa.plugins import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DOWNSAMPLE",
+    "PIXEL_SIZE_UM",
     "Algorithm",
     "AlgorithmResult",
     "AsyncAlgorithm",

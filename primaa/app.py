@@ -38,6 +38,7 @@ from primaa.appkeys import (
 from primaa.config import Settings
 from primaa.execution.on_loop import LoopExecutor
 from primaa.execution.pool import ProcessPoolRunner
+from primaa.execution.tiling import TilingExecutor
 from primaa.imaging.deepzoom import DeepZoomTiles
 from primaa.imaging.fetch import ImageFetcher
 from primaa.imaging.file_roots import FileRoots
@@ -170,7 +171,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     core = build_jobs_core(
         store=store,
         registry=app[REGISTRY],
-        cpu_executor=runner,
+        # Slide jobs run as tiles across every worker; flat images as one task, as before.
+        cpu_executor=TilingExecutor(
+            runner,
+            app[REGISTRY].get,
+            workers=cpu_slots,
+            max_pixels=settings.max_image_pixels,
+            tile_size=settings.slide_tile_size,
+        ),
         io_executor=LoopExecutor(app[REGISTRY], max_pixels=settings.max_image_pixels),
         images=images,
         notifier=outbox,

@@ -80,9 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("name", nargs="?", help="show this algorithm's description and parameters")
     listing.add_argument("--json", action="store_true", help="print JSON (as GET /algorithms)")
 
-    run = with_config(commands.add_parser("run", help="run an algorithm on local images"))
+    run = with_config(
+        commands.add_parser("run", help="run an algorithm on local images and slides")
+    )
     run.add_argument("algorithm")
     run.add_argument("images", nargs="+", type=Path)
+    run.add_argument(
+        "--workers", type=int, help="worker processes for a slide's tiles (default: one per CPU)"
+    )
     run.add_argument(
         "--param",
         action="append",
@@ -223,6 +228,13 @@ def _algorithm_detail(registry: AlgorithmRegistry, name: str, *, as_json: bool) 
     print(f"{detail['name']} {detail['version']} [{detail['plugin']}]: {detail['summary']}")
     if detail["description"]:
         print(f"\n{detail['description'].strip()}")
+    slides = detail["slides"]
+    if slides is None:
+        print("\nslides: whole images only (it declares no resolution)")
+    elif slides["tiled"]:
+        print(f"\nslides: tiles at {slides['mpp']:g} µm/px, {slides['border_um']:g} µm of context")
+    else:
+        print(f"\nslides: the whole slide at {slides['mpp']:g} µm/px, in one piece")
     properties: dict[str, dict[str, Any]] = detail["parameters"].get("properties", {})
     print("\nparameters:" if properties else "\nno parameters")
     for parameter, schema in properties.items():
@@ -247,7 +259,9 @@ def _describe_type(schema: Mapping[str, Any]) -> str:
 
 
 def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespace) -> int:
-    from primaa.imaging.decode import ImageDecodeError, decode_image
+    from primaa.imaging.decode import ImageDecodeError
+    from primaa.imaging.slides import SlideError
+    from primaa.jobs.ports import TaskError, WorkerLost
     from primaa.results.qupath import feature_to_qupath
 
     algorithm = registry.get(args.algorithm)
@@ -267,12 +281,11 @@ def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespa
     failures = 0
     for path in args.images:
         try:
-            image = decode_image(path, max_pixels=settings.max_image_pixels)
-        except (OSError, ImageDecodeError) as exc:
+            result = _run_one(settings, registry, algorithm, path, parameters)
+        except (OSError, ImageDecodeError, SlideError, TaskError, WorkerLost) as exc:
             print(f"primaa: {path}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        result = _call(algorithm, image, parameters, label=path.name)
         feature = make_feature(
             {
                 "job_id": None,
@@ -291,6 +304,27 @@ def _run(settings: Settings, registry: AlgorithmRegistry, args: argparse.Namespa
             (args.out / f"{path.stem}.geojson").write_text(text)
             print(f"{path} -> {args.out / (path.stem + '.geojson')}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _run_one(
+    settings: Settings,
+    registry: AlgorithmRegistry,
+    algorithm: AnyAlgorithm,
+    path: Path,
+    parameters: Mapping[str, Any],
+) -> AlgorithmResult:
+    """A slide (or a flat image larger than a tile) in tiles on worker processes; any other
+    image decoded and run here, in this process."""
+    from primaa.cli_slides import plan_image, run_slide
+    from primaa.imaging.decode import decode_image
+
+    plan = plan_image(settings, algorithm, path) if algorithm.cpu_bound else None
+    if plan is not None:
+        level = settings.log_level if settings.log_level.lower() == "debug" else "warning"
+        configure_logging(settings.log_format, level)
+        return run_slide(settings, registry, algorithm, path, parameters, plan)
+    image = decode_image(path, max_pixels=settings.max_image_pixels)
+    return _call(algorithm, image, parameters, label=path.name)
 
 
 def _call(

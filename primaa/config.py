@@ -92,6 +92,8 @@ class Settings:
     image_retention_seconds: float = 86_400.0
     #: Deep-zoom tiles (encoded JPEGs) the viewer's tile cache holds, across all jobs.
     viewer_tile_cache: int = 2048
+    #: Side of a slide tile, in pixels at the algorithm's resolution (border included).
+    slide_tile_size: int = 2048
     fetch_connect_timeout: float = 10.0
     fetch_read_timeout: float = 60.0
     fetch_total_timeout: float = 900.0
@@ -348,6 +350,11 @@ def _validate(settings: Settings) -> None:
         "body_timeout",
     ):
         require(getattr(settings, key) > 0, key, "must be a positive number of seconds")
+    require(
+        256 <= settings.slide_tile_size <= 8192,
+        "slide_tile_size",
+        f"must be 256-8192 pixels, got {settings.slide_tile_size}",
+    )
     for root in settings.file_roots:
         require(root.is_absolute(), "file_roots", f"{root} is not an absolute path")
     require(settings.max_attempts >= 1, "max_attempts", "must be at least 1")

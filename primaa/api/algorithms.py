@@ -35,7 +35,16 @@ def describe(entry: RegisteredAlgorithm) -> dict[str, Any]:
         "description": algorithm.description,
         "default_timeout": algorithm.default_timeout,
         "parameters": parameters_json_schema(algorithm.Parameters),
+        "slides": slide_support(entry),
     }
+
+
+def slide_support(entry: RegisteredAlgorithm) -> dict[str, Any] | None:
+    """How the algorithm runs on whole-slide images; ``None``: on whole images only."""
+    algorithm = entry.algorithm
+    if algorithm.mpp is None:
+        return None
+    return {"mpp": algorithm.mpp, "border_um": algorithm.border_um, "tiled": algorithm.tiled}
 
 
 def broken_plugins(registry: AlgorithmRegistry) -> list[dict[str, str]]:

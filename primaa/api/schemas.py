@@ -259,10 +259,26 @@ class AlgorithmListSchema(Schema):
     broken_plugins = fields.List(fields.Nested(BrokenPluginSchema))
 
 
+class SlideSupportSchema(Schema):
+    mpp = fields.Float(metadata={"description": "Resolution it works at, µm per pixel."})
+    border_um = fields.Float(metadata={"description": "Context each tile needs, in µm."})
+    tiled = fields.Boolean(
+        metadata={"description": "Tiles across all workers (true) or the slide in one piece."}
+    )
+
+
 class AlgorithmDetailSchema(AlgorithmSummarySchema):
     description = fields.String()
     default_timeout = fields.Float(allow_none=True)
     parameters = fields.Dict(metadata={"description": "JSON Schema of the parameters."})
+    slides = fields.Nested(
+        SlideSupportSchema,
+        allow_none=True,
+        metadata={
+            "description": "How it runs on whole-slide images; null: whole images only "
+            "(a slide above the flat-image pixel limit is refused)."
+        },
+    )
 
 
 class HealthSchema(Schema):

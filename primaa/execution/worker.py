@@ -12,11 +12,13 @@ import os
 import resource
 import signal
 import time
+import urllib.parse
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import cv2
 import structlog
 
 from primaa.execution.lifeline import watch as watch_service
@@ -93,6 +95,9 @@ def initialize(
     _events = events
     _cancel_dir = Path(cancel_dir)
     _registry = load_registry(disabled=disabled_plugins, modules=plugin_modules)
+    # One OpenCV thread per worker: the pool has one worker per CPU, and a slide's tiles
+    # keep them all busy; OpenCV's own threads on top would only fight them for the cores.
+    cv2.setNumThreads(1)
     if memory_limit_mb:
         limit_address_space(memory_limit_mb)
 
@@ -129,9 +134,12 @@ def _mapped_mb() -> int | None:
     return None
 
 
-def cancel_flag(cancel_dir: Path, job_id: str) -> Path:
-    """The file whose existence tells a worker to stop ``job_id``; it survives restarts."""
-    return cancel_dir / job_id
+def cancel_flag(cancel_dir: Path, task_id: str) -> Path:
+    """The file whose existence tells a worker to stop ``task_id``; it survives restarts.
+
+    A tile's task id holds a slash (``"{job_id}/{n}"``): it is escaped into one name.
+    """
+    return cancel_dir / urllib.parse.quote(task_id, safe="")
 
 
 class WorkerProgress:

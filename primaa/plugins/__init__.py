@@ -1,6 +1,8 @@
 """Plugin door: hook markers, the algorithm contract and the registry."""
 
 from primaa.plugins.algorithm import (
+    DOWNSAMPLE,
+    PIXEL_SIZE_UM,
     Algorithm,
     AlgorithmResult,
     AsyncAlgorithm,
@@ -11,6 +13,8 @@ from primaa.plugins.algorithm import (
 from primaa.plugins.hookspecs import hookimpl
 
 __all__ = [
+    "DOWNSAMPLE",
+    "PIXEL_SIZE_UM",
     "Algorithm",
     "AlgorithmResult",
     "AsyncAlgorithm",

@@ -22,6 +22,13 @@ RGBImage = npt.NDArray[np.uint8]
 #: A GeoJSON geometry object (``{"type": ..., "coordinates": ...}``).
 Geometry = dict[str, Any]
 
+#: Added to the parameters of an algorithm that declares ``mpp`` when it runs on a slide:
+#: the micrometres per pixel of the image it was given (``None`` when the slide does not
+#: state its resolution), and the level-0 pixels per pixel of that image. A parameter of
+#: the same name that the client gave wins.
+PIXEL_SIZE_UM = "pixel_size_um"
+DOWNSAMPLE = "downsample"
+
 
 class JobCancelled(Exception):
     """Raised by the progress callable when the job was cancelled; let it propagate."""
@@ -77,6 +84,17 @@ class BaseAlgorithm(abc.ABC):
     cpu_bound: ClassVar[bool] = True
     #: Default time limit in seconds (the server maximum still applies).
     default_timeout: ClassVar[float | None] = None
+    #: Slides: the resolution ``run`` works at, in micrometres per pixel. ``None`` (the
+    #: default): the algorithm gets whole images at full resolution only, and a slide
+    #: larger than the flat-image pixel limit is refused with an error saying so.
+    mpp: ClassVar[float | None] = None
+    #: Slides: the context, in micrometres, each tile needs around the area whose objects
+    #: it keeps (an object's radius plus what the filters see beyond it).
+    border_um: ClassVar[float] = 0.0
+    #: Slides: ``True`` cuts the slide into tiles run across every worker and merged;
+    #: ``False`` reads the whole slide at ``mpp`` as one image (for objects that span
+    #: tiles, such as tissue outlines; the read must stay under 64 megapixels).
+    tiled: ClassVar[bool] = True
 
 
 class Algorithm(BaseAlgorithm):

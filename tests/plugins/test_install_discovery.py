@@ -24,6 +24,7 @@ HERE = Path(__file__).parent
 QC = HERE.parents[1] / "plugins_contrib" / "primaa-qc"
 SCAN = QC / "tests" / "data" / "TCGA-DU-5847-R01_s1_crop256.png"
 GUIDE = HERE.parents[1] / "docs" / "plugins.md"
+SVS = HERE.parent / "data" / "CMU-1-Small-Region.svs"
 #: A fenced code block of the guide whose first line is ``# file: <name>``.
 FILE_BLOCK = re.compile(r"^```\w*\n# file: (?P<name>\S+)\n(?P<body>.*?)^```$", re.M | re.S)
 
@@ -47,7 +48,10 @@ def _pip_install(sources: Sequence[Path], site: Path, scratch: Path) -> Path:
 def _python(site: Path, *args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     """Run ``python args`` seeing ``site``, with only the given ``PRIMAA_*`` settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
-    env.update(settings, PYTHONPATH=str(site))
+    # ``site`` first; then the caller's path, so the child runs the primaa under test.
+    inherited = os.environ.get("PYTHONPATH")
+    path = os.pathsep.join([str(site), inherited]) if inherited else str(site)
+    env.update(settings, PYTHONPATH=path)
     return subprocess.run(
         [sys.executable, *args],
         env=env,
@@ -145,6 +149,24 @@ def test_the_guide_example_plugin_installs_runs_and_passes_its_test(scratch: Pat
     assert feature["geometry"]["type"] == "MultiPoint"
     count = feature["properties"]["measurements"]["blob_count"]
     assert count == len(feature["geometry"]["coordinates"]) > 0
+
+    slide = _primaa(
+        site,
+        "run",
+        "dark_blobs",
+        str(SVS),
+        "--param",
+        "threshold=90",
+        "--workers",
+        "2",
+        cwd=scratch,
+        PRIMAA_SLIDE_TILE_SIZE="1024",
+    )
+    assert slide.returncode == 0, slide.stderr
+    merged = json.loads(slide.stdout)
+    assert merged["properties"]["measurements"]["tiles"] >= 4, "it declares mpp: tiled"
+    xs = [x for x, _ in merged["geometry"]["coordinates"]]
+    assert 2000 < max(xs) < 2220, "level-0 coordinates of the 2220 px wide slide"
 
     tested = _python(
         site, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package), cwd=package

@@ -20,7 +20,17 @@ import numpy.typing as npt
 import pyvips
 from PIL import Image
 
-__all__ = ["GLASS", "NUCLEI", "BuiltSlide", "Placement", "build_slide", "scatter"]
+__all__ = [
+    "DOT",
+    "GLASS",
+    "NUCLEI",
+    "PINK",
+    "BuiltSlide",
+    "Placement",
+    "build_dotted_slide",
+    "build_slide",
+    "scatter",
+]
 
 #: The colour of empty glass in a bright-field scan.
 GLASS = (240, 235, 240)
@@ -134,4 +144,58 @@ def build_slide(
         mpp=mpp,
         placements=tuple(placements),
         centres=np.concatenate(centres) if centres else np.empty((0, 2), np.float64),
+    )
+
+
+#: Pink like eosin-stained tissue, and the dark dots planted on it.
+PINK = (236, 180, 210)
+DOT = (40, 20, 70)
+
+
+def build_dotted_slide(
+    path: Path,
+    *,
+    size: tuple[int, int],
+    mpp: float | None = 0.25,
+    spacing: int = 48,
+    radius: int = 6,
+    margin: int = 256,
+    marks: Sequence[tuple[tuple[int, int], tuple[int, int, int]]] = (),
+    seed: int = 0,
+) -> BuiltSlide:
+    """A lossless pyramidal slide: a pink rectangle of tissue ``margin`` px inside glass,
+    dark dots of ``radius`` on a jittered grid over it (their centres are the truth, exact
+    at level 0), and ``marks``: 8 x 8 squares of a colour from (x, y), e.g. pure red (pure at
+    the pyramid's next levels too, from even x and y)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[...] = GLASS
+    canvas[margin : height - margin, margin : width - margin] = PINK
+    jitter = spacing // 6
+    ys = np.arange(margin + spacing // 2, height - margin - spacing // 2, spacing)
+    xs = np.arange(margin + spacing // 2, width - margin - spacing // 2, spacing)
+    centres = np.array([(x, y) for y in ys for x in xs], np.int64) + rng.integers(
+        -jitter, jitter + 1, (len(ys) * len(xs), 2)
+    )
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disk = xx**2 + yy**2 <= radius**2
+    for x, y in centres:
+        patch = canvas[y - radius : y + radius + 1, x - radius : x + radius + 1]
+        patch[disk] = DOT
+    for (x, y), colour in marks:
+        canvas[y : y + 8, x : x + 8] = colour
+    image = pyvips.Image.new_from_array(canvas, interpretation="srgb")
+    options: dict[str, object] = {
+        "tile": True,
+        "pyramid": True,
+        "compression": "deflate",
+        "tile_width": 256,
+        "tile_height": 256,
+    }
+    if mpp is not None:
+        options.update(xres=1000.0 / mpp, yres=1000.0 / mpp, resunit="cm")
+    image.tiffsave(str(path), **options)
+    return BuiltSlide(
+        path=path, size=size, mpp=mpp, placements=(), centres=centres.astype(np.float64)
     )

@@ -9,7 +9,14 @@ import numpy as np
 import numpy.typing as npt
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBImage
+from primaa.plugins.algorithm import (
+    DOWNSAMPLE,
+    PIXEL_SIZE_UM,
+    Algorithm,
+    AlgorithmResult,
+    Progress,
+    RGBImage,
+)
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
 
 #: Prior nucleus diameter in pixels, 40x H&E (0.25 µm per pixel), when the image does not
@@ -149,15 +156,25 @@ class PoiDetection(Algorithm):
         "coordinates [x, y] (origin top-left). Hematoxylin is separated from eosin by "
         "colour deconvolution; nuclei are found as hematoxylin blobs of the expected "
         "size, estimated from the image unless given. Large images are processed in "
-        "overlapping tiles. Classical image analysis, no learned model: give mpp so "
-        "that sizes are reasoned in microns, nucleus_diameter (or nucleus_diameter_um "
-        "and mpp) to impose a size, and the stain vectors for unusual staining."
+        "overlapping tiles; whole-slide images in tiles at 0.5 µm/px across every worker, "
+        "at a diameter of 5.5 µm unless given. Classical image analysis, no learned "
+        "model: give mpp so that sizes are reasoned in microns, nucleus_diameter (or "
+        "nucleus_diameter_um and mpp) to impose a size, and the stain vectors for unusual "
+        "staining."
     )
     Parameters: ClassVar[type[Schema]] = NucleiParameters
+    #: On slides: tiles at 0.5 µm/px, where a nucleus is about 11 px across (the size the
+    #: detector reduces to anyway), with 24 µm of context: a large nucleus and the
+    #: detector's filters around it.
+    mpp: ClassVar[float | None] = 0.5
+    border_um: ClassVar[float] = 24.0
 
     def run(
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
     ) -> AlgorithmResult:
+        if parameters.get("mpp") is None and parameters.get(PIXEL_SIZE_UM) is not None:
+            # A slide tile: sizes are reasoned in microns, unless the client gave mpp.
+            parameters = {**parameters, "mpp": parameters[PIXEL_SIZE_UM]}
         # Imported here, in the worker: the service process only needs the schema (no SciPy).
         from primaa.plugins.builtin import nuclei_detector, nuclei_scale
 
@@ -165,6 +182,11 @@ class PoiDetection(Algorithm):
         e_vec: Sequence[float] = parameters.get("eosin_vector") or EOSIN
         diameter = diameter_in_pixels(parameters)
         hematoxylin = None
+        if diameter is None and DOWNSAMPLE in parameters:
+            # A tile of a slide: every tile detects at the same size, the prior (5.5 µm
+            # where the slide states its resolution); estimated tile by tile it would
+            # change from tile to tile with what each happens to hold.
+            diameter = auto_diameter_range(parameters)[0]
         if diameter is None:
             prior, bounds = auto_diameter_range(parameters)
             chosen = nuclei_scale.choose_diameter(image, prior, bounds, h_vec, e_vec)

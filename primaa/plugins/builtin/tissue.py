@@ -6,13 +6,14 @@ algorithm runs, in a worker: the service process only needs the schema.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import marshmallow
 from marshmallow import fields, validate
 
-from primaa.plugins.algorithm import Algorithm, AlgorithmResult, Progress, RGBImage
+from primaa.plugins.algorithm import DOWNSAMPLE, Algorithm, AlgorithmResult, Progress, RGBImage
 
 
 class TissueParameters(marshmallow.Schema):
@@ -73,6 +74,10 @@ class RoiDetection(Algorithm):
         "coordinates (QuPath annotations classified 'Tissue')."
     )
     Parameters: ClassVar[type[marshmallow.Schema]] = TissueParameters
+    #: On slides: the whole slide at 8 µm/px, in one piece (tissue outlines span any tile
+    #: grid); a 75 x 25 mm slide is 9,400 x 3,100 px there.
+    mpp: ClassVar[float | None] = 8.0
+    tiled: ClassVar[bool] = False
 
     def run(
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
@@ -80,4 +85,29 @@ class RoiDetection(Algorithm):
         # Imported here, in the worker: the service process only needs the schema.
         from primaa.plugins.builtin.tissue_detector import detect_tissue
 
-        return detect_tissue(image, parameters, progress)
+        scale = float(parameters.get(DOWNSAMPLE) or 1.0)
+        if scale == 1.0:
+            return detect_tissue(image, parameters, progress)
+        # A slide read at ``scale`` level-0 pixels per pixel: the parameters are in
+        # full-resolution pixels, and so must the areas be that come back.
+        area = scale * scale
+        found = detect_tissue(
+            image,
+            {
+                **parameters,
+                "min_area": parameters["min_area"] / area,
+                "min_hole_area": parameters["min_hole_area"] / area,
+                "simplify_tolerance": parameters["simplify_tolerance"] / scale,
+            },
+            progress,
+        )
+        return dataclasses.replace(
+            found,
+            measurements={
+                **found.measurements,
+                "tissue_area_px": found.measurements["tissue_area_px"] * area,
+            },
+            object_measurements=[
+                {**m, "area_px": m["area_px"] * area} for m in found.object_measurements or ()
+            ],
+        )

@@ -1,0 +1,193 @@
+"""A slide job end to end on warm workers: speed with 1 and 2 workers, and memory.
+
+    python -m bench.slide_jobs [--quick] [--size PX] [--tile-size PX] [--data DIR]
+
+Builds a JPEG-tiled pyramidal TIFF at 0.25 µm/px from the annotated crops of the
+nuclei dev set (blocks of 3 x 3 crops on glass, as ``bench.slides``), then runs
+``poi_detection`` on it as the service and ``primaa run`` do: the process pool
+under :class:`primaa.execution.tiling.TilingExecutor` (plan in a thread: tissue
+mask, tiles at the algorithm's 0.5 µm/px; tiles across the workers; merge as they
+arrive). The workers are warmed first (a small flat job), as a running service's
+are; ``primaa run`` adds their start-up (printed apart). Once with 1 worker, once
+with 2, for each: seconds, level-0 megapixels of tissue tiles per second, the
+workers' peak RSS (VmHWM before the pool closes), this process's peak RSS (what
+the service holds: plan and merged objects, never pixels; reset before each run
+through /proc/self/clear_refs), and F1 at 8 px against the annotated centres.
+``worker cpu s`` is the CPU time the workers spent on the job: the same work with 1
+or 2 workers means no overhead from tiling across processes, and seconds below it
+with 2 workers means both cores worked. The last line is the speed-up of 2
+workers over 1; it needs two idle cores to show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.slides import DEFAULT_DATA, _positions
+from primaa.evaluation import score_points
+from primaa.execution.pool import ProcessPoolRunner
+from primaa.execution.tiling import TilingExecutor
+from primaa.jobs.ports import Task
+from primaa.plugins.registry import load_registry
+from tests.support.slides import build_slide
+
+
+def _status_mb(pid: int | str, key: str = "VmHWM") -> float:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _workers_cpu_seconds() -> float:
+    """User + system CPU time of this process's children alive now (the pool's workers)."""
+    total = 0
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError, ValueError):
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _reset_peak() -> None:
+    """Start this process's VmHWM again from its current RSS (Linux: clear_refs 5)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+async def _job(
+    slide: Path, warm_image: Path, workers: int, tile_size: int, scratch: Path
+) -> dict[str, object]:
+    registry = load_registry()
+    algorithm = registry.get("poi_detection")
+    assert algorithm is not None
+    parameters = dict(algorithm.Parameters().load({}))
+    pool = ProcessPoolRunner(
+        workers=workers,
+        cancel_dir=scratch / f"cancel-{workers}",
+        max_pixels=400_000_000,
+        log_format="json",
+        log_level="warning",
+    )
+    started = time.perf_counter()
+    pool.start()
+    tiling = TilingExecutor(
+        pool, registry.get, workers=workers, max_pixels=400_000_000, tile_size=tile_size
+    )
+    try:
+        warm = [Task(f"warm-{n}", "poi_detection", warm_image, parameters) for n in range(workers)]
+        await asyncio.gather(*(tiling.run(task) for task in warm))
+        start_up = time.perf_counter() - started
+        _reset_peak()
+        cpu = _workers_cpu_seconds()
+        start = time.perf_counter()
+        result = await tiling.run(Task("slide", "poi_detection", slide, parameters))
+        seconds = time.perf_counter() - start
+        cpu = _workers_cpu_seconds() - cpu
+        parent = _status_mb("self")
+        worker_peak = max(
+            (_status_mb(child.pid) for child in multiprocessing.active_children() if child.pid),
+            default=0.0,
+        )
+    finally:
+        await pool.close()
+    assert result.geometry is not None
+    return {
+        "start_up": start_up,
+        "seconds": seconds,
+        "cpu": cpu,
+        "megapixels": result.measurements["analysed_megapixels"],
+        "tiles": result.measurements["tiles"],
+        "found": np.asarray(result.geometry["coordinates"], np.float64).reshape(-1, 2),
+        "worker_peak": worker_peak,
+        "parent_peak": parent,
+    }
+
+
+def main() -> int:
+    from bench.harness import print_table
+
+    parser = argparse.ArgumentParser(prog="python -m bench.slide_jobs", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a 12,000 px slide")
+    parser.add_argument("--size", type=int, help="slide side in pixels (default 40,000)")
+    parser.add_argument("--tile-size", type=int, default=2048, help="slide_tile_size")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    size = args.size or (12_000 if args.quick else 40_000)
+    sources = sorted(args.data.glob("*.png"))
+    if not sources:
+        print(f"no annotated PNGs in {args.data}", file=sys.stderr)
+        return 1
+    rows: list[list[object]] = []
+    speeds: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="primaa-slide-jobs-") as directory:
+        scratch = Path(directory)
+        slide = scratch / "slide.tif"
+        built = build_slide(
+            slide,
+            size=(size, size),
+            sources=sources,
+            positions=_positions(len(sources), size, seed=0),
+            mpp=0.25,
+        )
+        warm_image = scratch / "warm.png"
+        with Image.open(sources[0]) as crop:
+            crop.convert("RGB").crop((0, 0, 256, 256)).save(warm_image)
+        for workers in (1, 2):
+            run = asyncio.run(_job(slide, warm_image, workers, args.tile_size, scratch))
+            megapixels = float(run["megapixels"])  # type: ignore[arg-type]
+            seconds = float(run["seconds"])  # type: ignore[arg-type]
+            speeds[workers] = megapixels / seconds
+            found = run["found"]
+            assert isinstance(found, np.ndarray)
+            rows.append(
+                [
+                    workers,
+                    run["tiles"],
+                    megapixels,
+                    run["start_up"],
+                    seconds,
+                    speeds[workers],
+                    run["cpu"],
+                    run["worker_peak"],
+                    run["parent_peak"],
+                    len(found),
+                    score_points(found, built.centres, radius=8.0).f1,
+                ]
+            )
+    print_table(
+        f"poi_detection on a {size:,} px slide at 0.25 µm/px, tiles of {args.tile_size} px "
+        "at 0.5 µm/px, warm workers",
+        [
+            "workers",
+            "tiles",
+            "tissue MP",
+            "start-up s",
+            "seconds",
+            "MP/s",
+            "worker cpu s",
+            "worker peak MB",
+            "parent peak MB",
+            "nuclei",
+            "F1@8",
+        ],
+        rows,
+    )
+    print(f"2 workers / 1 worker: {speeds[2] / speeds[1]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
