@@ -25,16 +25,24 @@ NUCLEI_DATA = Path(__file__).parent / "data" / "nuclei"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
+def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without its ``PRIMAA_*``, with ``env``, and this repository
+    first on ``PYTHONPATH`` so that the test plugins (``tests.support...``) import."""
+    child = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
+    repo = str(Path(__file__).resolve().parents[1])
+    child["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, child.get("PYTHONPATH")]))
+    child.update(env or {})
+    return child
+
+
 def primaa(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``python -m primaa.cli ARGS`` with no ``PRIMAA_*`` from the caller's environment."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
-    child_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "primaa.cli", *args],
         cwd=cwd,
-        env=child_env,
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=120,

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from primaa.cli_slides import ProgressBar
 from tests.support.slides import BuiltSlide, build_dotted_slide
-from tests.test_cli import primaa
+from tests.test_cli import child_env, primaa
 
 SVS = Path(__file__).resolve().parent / "data" / "CMU-1-Small-Region.svs"
 SLIDE_ENV = {"PRIMAA_PLUGINS": "tests.support.slide_algorithms", "PRIMAA_SLIDE_TILE_SIZE": "512"}
@@ -47,7 +47,7 @@ def test_run_tiles_a_slide_across_workers_and_prints_the_merged_feature(
 
 def test_run_shows_tiles_done_over_total_on_a_terminal(dotted: BuiltSlide, tmp_path: Path) -> None:
     leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")} | SLIDE_ENV
+    env = child_env(SLIDE_ENV)
     output = tmp_path / "out.geojson"
     with output.open("w") as stdout:
         process = subprocess.Popen(
