@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from bench.harness import (
 )
 
 ENDPOINTS = {"status": "/status/{}", "jobs": "/jobs/{}"}
+DB_FILE = "primaa.sqlite3"
 
 
 def run(
@@ -63,8 +65,13 @@ def run(
                 targets = {"primaa": primaa.url, "bare": bare.url}
                 pids = {"primaa": primaa.pid, "bare": bare.pid}
                 if both_loops:
+                    # A copy of the database: one service per SQLite file.
+                    (tmp / "asyncio-data").mkdir()
+                    shutil.copy(tmp / "data" / DB_FILE, tmp / "asyncio-data" / DB_FILE)
                     asyncio_loop = {"PRIMAA_EVENT_LOOP": "asyncio"}
-                    other = stack.enter_context(primaa_serve(tmp / "data", settings=asyncio_loop))
+                    other = stack.enter_context(
+                        primaa_serve(tmp / "asyncio-data", settings=asyncio_loop)
+                    )
                     targets["asyncio loop"] = other.url
                     pids["asyncio loop"] = other.pid
                 if base is not None:
