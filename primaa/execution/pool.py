@@ -209,8 +209,15 @@ class ProcessPoolRunner:
         )
         generation = _Generation(pool=pool, processes=pool._processes)
         self._generations.append(generation)
-        for _ in range(self.workers):
-            pool.submit(os.getpid)
+        # A Ctrl-C reaches the whole process group. Blocked while the workers are started
+        # (children inherit the mask), one still importing cannot die of it; the
+        # initializer ignores SIGINT, then unblocks it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for _ in range(self.workers):
+                pool.submit(os.getpid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return generation
 
     def _read_events(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -89,6 +89,8 @@ def initialize(
     """
     global _registry, _events, _cancel_dir
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Blocked by the service while it started this process (see ``ProcessPoolRunner``).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if lifeline is not None:
         watch_service(lifeline, death_signal=death_signal)
     configure_logging(log_format, log_level)
