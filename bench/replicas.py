@@ -26,12 +26,10 @@ import os
 import shutil
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
 from bench.harness import (
     REPO,
@@ -42,24 +40,10 @@ from bench.harness import (
     scratch_dir,
 )
 from bench.loopback import Loopback, tiny_png
+from tests.support.postgres import scratch_database
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PLUGIN_MODULE = "primaa_bench_replicas"
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(admin_url: str) -> AsyncIterator[str]:
-    """A new empty database, dropped afterwards; yields its URL."""
-    name = f"primaa_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @contextlib.contextmanager
@@ -102,7 +86,7 @@ async def kill_one(
 ) -> list[object]:
     """``jobs`` jobs over two replicas; one killed -9 when a third are called back."""
     async with (
-        scratch_database(admin_url) as database_url,
+        scratch_database(admin_url, "primaa_bench") as database_url,
         Loopback([tiny_png()]).serving() as loopback,
         aiohttp.ClientSession() as http,
     ):

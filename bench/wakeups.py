@@ -27,12 +27,12 @@ import random
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from bench.harness import median, percentile, primaa_serve, print_table, scratch_dir
 from bench.loopback import tiny_png
+from tests.support.postgres import execute, scratch_database_sync
 
 DEFAULT_URL = os.environ.get(
     "PRIMAA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -64,31 +64,6 @@ def image_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/tile.png"
     finally:
         server.shutdown()
-
-
-def _sql(url: str, *statements: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-@contextlib.contextmanager
-def fresh_database(base_url: str) -> Iterator[str]:
-    name = f"primaa_bench_{uuid.uuid4().hex[:10]}"
-    _sql(base_url, f'CREATE DATABASE "{name}"')
-    url = base_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        yield url
-    finally:
-        _sql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -124,11 +99,13 @@ def _wait(base: str, job_id: str, field: str, within: float = 60.0) -> dict[str,
 def measure(base_url: str, image_url: str, jobs: int, *, notify: bool, poll: float) -> list[float]:
     settings = {"PRIMAA_IO_CONCURRENCY": "1", "PRIMAA_PLUGINS": PLUGINS}
     settings["PRIMAA_POLL_INTERVAL"] = str(poll)
-    with fresh_database(base_url) as url, scratch_dir("wakeups") as scratch:
+    with scratch_database_sync(base_url, "primaa_bench") as url, scratch_dir("wakeups") as scratch:
         settings["PRIMAA_DATABASE_URL"] = url
         with primaa_serve(scratch / "a", settings=settings) as busy:
             if not notify:
-                _sql(url, *(f"DROP TRIGGER {name} ON jobs" for name in JOB_TRIGGERS))
+                asyncio.run(
+                    execute(url, *(f"DROP TRIGGER {name} ON jobs" for name in JOB_TRIGGERS))
+                )
             for held in [_submit(busy.url, image_url, 3600) for _ in range(3)]:
                 _wait(busy.url, held, "Running")
             with primaa_serve(scratch / "b", settings=settings):

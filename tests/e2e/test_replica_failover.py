@@ -14,7 +14,6 @@ import collections
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.e2e.harness import (
     get_json,
     live_group_members,
 )
+from tests.support.postgres import scratch_database
 
 POSTGRES_URL = os.environ.get("PRIMAA_TEST_POSTGRES_URL", "")
 pytestmark = [
@@ -49,18 +49,9 @@ SECRET = "whsec_" + base64.b64encode(b"replica-failover-test-signing-k!").decode
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
-    """A new, empty database on the test server, dropped afterwards."""
-    asyncpg = pytest.importorskip("asyncpg")
-    name = f"primaa_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    pytest.importorskip("asyncpg")
+    async with scratch_database(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture
