@@ -15,12 +15,12 @@ from typing import Any, Final
 
 from primaa.imaging.decode import ImageDecodeError, describe_non_image, image_size, sniff_format
 from primaa.imaging.slides.base import SlideError
+from primaa.imaging.slides.opener import FLAT_FORMATS, read_head
 from primaa.imaging.slides.openslide_backend import OpenSlideSlide, detect_vendor
 from primaa.imaging.slides.tiff_extent import TiffExtentError, tiff_data_end
 
 __all__ = ["describe_image", "is_slide"]
 
-_FLAT: Final = {"JPEG": "jpeg", "PNG": "png", "TIFF": "tiff"}
 #: Side of the probe read at the coarsest level: a few tiles decoded, a damaged codec found.
 _PROBE: Final = 256
 
@@ -38,14 +38,7 @@ def describe_image(path: Path, *, max_flat_bytes: int, max_flat_pixels: int) -> 
     truncated, corrupt, of a format neither reader knows, or a flat image above
     the flat limits.
     """
-    try:
-        with path.open("rb") as f:
-            head = f.read(256)
-            size = f.seek(0, 2)
-    except OSError as exc:
-        raise SlideError(f"cannot read the image: {exc.strerror}") from None
-    if not head:
-        raise SlideError("the image file is empty (0 bytes)")
+    head, size = read_head(path)
     vendor = detect_vendor(path)
     if vendor is not None:
         return _describe_slide(path, vendor, size)
@@ -92,7 +85,7 @@ def _describe_flat(
     path: Path, head: bytes, size: int, max_bytes: int, max_pixels: int
 ) -> dict[str, Any]:
     kind = sniff_format(head)
-    if kind not in _FLAT:
+    if kind not in FLAT_FORMATS:
         what = (
             describe_non_image(head) if kind == "unknown" else f"unsupported image format ({kind})"
         )
@@ -120,7 +113,7 @@ def _describe_flat(
             "which is decoded whole; as a pyramidal or tiled TIFF it would be read tile by tile"
         )
     return {
-        "format": _FLAT[kind],
+        "format": FLAT_FORMATS[kind],
         "kind": "flat",
         "width": width,
         "height": height,

@@ -108,7 +108,7 @@ def test_unsupported_files(tmp_path: Path, data: bytes, message: str) -> None:
 
 
 def test_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(SlideError, match="cannot read the slide"):
+    with pytest.raises(SlideError, match="cannot read the image"):
         open_slide(tmp_path / "absent.svs")
 
 

@@ -11,12 +11,29 @@ from primaa.imaging.slides.base import Slide, SlideError
 from primaa.imaging.slides.flat import FlatSlide
 from primaa.imaging.slides.openslide_backend import OpenSlideSlide, detect_vendor
 
-__all__ = ["DEFAULT_MAX_FLAT_PIXELS", "open_slide"]
+__all__ = ["DEFAULT_MAX_FLAT_PIXELS", "FLAT_FORMATS", "open_slide", "read_head"]
 
 #: Flat images are decoded whole, so their size is limited (300 MP is 900 MB of RGB).
 DEFAULT_MAX_FLAT_PIXELS: Final = 300_000_000
 
-_FLAT: Final = {"JPEG": "jpeg", "PNG": "png", "TIFF": "tiff"}
+#: What :func:`primaa.imaging.decode.sniff_format` finds, for the flat formats read whole.
+FLAT_FORMATS: Final = {"JPEG": "jpeg", "PNG": "png", "TIFF": "tiff"}
+#: Bytes read to tell a file's format.
+HEAD_BYTES: Final = 256
+
+
+def read_head(path: Path) -> tuple[bytes, int]:
+    """The first bytes of an image file, enough to tell its format, and its size in bytes;
+    :class:`SlideError` (safe to show) when it cannot be read or is empty."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+            size = f.seek(0, os.SEEK_END)
+    except OSError as exc:
+        raise SlideError(f"cannot read the image: {exc.strerror}") from None
+    if not head:
+        raise SlideError("the image file is empty (0 bytes)")
+    return head, size
 
 
 def open_slide(
@@ -29,21 +46,15 @@ def open_slide(
     file that is damaged, raises :class:`SlideError`.
     """
     file = Path(path)
-    try:
-        with file.open("rb") as f:
-            head = f.read(256)
-    except OSError as exc:
-        raise SlideError(f"cannot read the slide: {exc.strerror}") from None
-    if not head:
-        raise SlideError("the slide file is empty")
+    head, _ = read_head(file)
     vendor = detect_vendor(file)
     if vendor is not None:
         return OpenSlideSlide(file, vendor)
     kind = sniff_format(head)
-    if kind not in _FLAT:
+    if kind not in FLAT_FORMATS:
         detail = "" if kind == "unknown" else f" ({kind})"
         raise SlideError(
             f"unsupported slide format{detail}: expected a whole-slide image OpenSlide reads "
             "(SVS, NDPI, MRXS, SCN, pyramidal TIFF...) or a PNG, JPEG or TIFF image"
         )
-    return FlatSlide(file, _FLAT[kind], max_pixels=max_flat_pixels)
+    return FlatSlide(file, FLAT_FORMATS[kind], max_pixels=max_flat_pixels)
