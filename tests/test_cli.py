@@ -20,19 +20,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import CallbackReceiver, ImageServer, synthetic_he_png
+from tests.support.env import child_env
 
 NUCLEI_DATA = Path(__file__).parent / "data" / "nuclei"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-
-
-def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment without its ``PRIMAA_*``, with ``env``, and this repository
-    first on ``PYTHONPATH`` so that the test plugins (``tests.support...``) import."""
-    child = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
-    repo = str(Path(__file__).resolve().parents[1])
-    child["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, child.get("PYTHONPATH")]))
-    child.update(env or {})
-    return child
 
 
 def primaa(

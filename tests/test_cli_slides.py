@@ -16,8 +16,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from primaa.cli_slides import ProgressBar
+from tests.support.env import child_env
 from tests.support.slides import BuiltSlide, build_dotted_slide
-from tests.test_cli import child_env, primaa
+from tests.test_cli import primaa
 
 SVS = Path(__file__).resolve().parent / "data" / "CMU-1-Small-Region.svs"
 SLIDE_ENV = {"PRIMAA_PLUGINS": "tests.support.slide_algorithms", "PRIMAA_SLIDE_TILE_SIZE": "512"}

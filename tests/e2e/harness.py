@@ -24,7 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.env import REPO, child_env
+
 TEST_PLUGINS = "tests.support.algorithms"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -93,9 +94,7 @@ class PrimaaServer:
         """Start ``primaa serve`` and return once ``GET /health`` answers 200."""
         assert self.process is None or self.process.returncode is not None, "already running"
         self.starts += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        env.update(
+        env = child_env(
             {"PRIMAA_ALLOW_PRIVATE_URLS": "true", "PRIMAA_LOG_FORMAT": "json", **self.extra_env}
         )
         command = [

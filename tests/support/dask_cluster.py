@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.env import child_env
+
 #: How long a scheduler or a worker may take to start (imports on a loaded 2-CPU machine).
 START_SECONDS = 60.0
 
@@ -28,12 +28,10 @@ class DaskCluster:
     def __init__(self, directory: Path, *, allowed_failures: int = 1) -> None:
         self.directory = directory
         self.scheduler_file = directory / "scheduler.json"
-        self._env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PRIMAA_")},
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        self._env = child_env(
             # A task that killed this many workers + 1 fails as KilledWorker (default 3).
-            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(allowed_failures),
-        }
+            {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(allowed_failures)}
+        )
         self._processes: list[subprocess.Popen[bytes]] = []
         self.address = ""
 
