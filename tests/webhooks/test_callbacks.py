@@ -160,8 +160,12 @@ async def test_each_attempt_has_a_time_limit(
     await wait_for_callback(client, other, "Delivered")
     assert time.monotonic() - started < 5
     state = (await wait_for_callback(client, hung, "Delivered"))["callback"]
-    first, second = state["attempts"]
-    assert first["status_code"] is None
-    assert first["error"] == "timed out after 0.5 s"
-    assert 0.4 < first["duration"] < 3
-    assert second["status_code"] == 200
+    # On a loaded machine a later attempt may also run out of its 0.5 s;
+    # each one that did is a timeout, and the last one got through.
+    *timed_out, last = state["attempts"]
+    assert timed_out
+    for attempt in timed_out:
+        assert attempt["status_code"] is None
+        assert attempt["error"] == "timed out after 0.5 s"
+        assert 0.4 < attempt["duration"] < 3
+    assert last["status_code"] == 200
