@@ -79,6 +79,7 @@ def build_jobs_core(
         inline_max_bytes=policy.result_inline_max_bytes,
         callback_max_bytes=policy.callback_max_result_bytes,
         public_url=policy.public_url,
+        clock=clock,
     )
     outcomes = Outcomes(
         store=store,
@@ -134,6 +135,7 @@ def build_jobs_core(
             poll_interval=policy.poll_interval,
         ),
         images=job_images,
+        results=large_results,
         clock=clock,
     )
     return JobsCore(manager=manager, dispatcher=dispatcher)

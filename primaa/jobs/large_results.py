@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+import structlog
 
 from primaa.fastjson import dumps
+from primaa.jobs.errors import StorageUnavailable
 from primaa.jobs.model import Job
 from primaa.results.feature import summary_feature
 from primaa.results.files import ResultFiles, file_reference, referenced_file
+
+log = structlog.get_logger(__name__)
+
+#: A result file no job names this long after it was written is an orphan.
+ORPHAN_AGE: Final = 3600.0
+ORPHAN_SWEEP_INTERVAL: Final = 600.0
+ORPHAN_CHECKS: Final = 200
+
+#: Reads a job's stored result (``JobStore.get_result``).
+StoredResult = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,8 +64,13 @@ class LargeResults:
         inline_max_bytes: int,
         callback_max_bytes: int,
         public_url: str = "",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._files = files
+        self._clock = clock
+        self._last_sweep = float("-inf")
+        #: Files written up to this time were checked by an earlier sweep.
+        self._swept_until = float("-inf")
         self._inline_max_bytes = inline_max_bytes
         self._callback_max_bytes = callback_max_bytes
         self._public_url = public_url.rstrip("/")
@@ -98,6 +117,41 @@ class LargeResults:
         name = referenced_file(stored)
         if name is not None:
             await asyncio.to_thread(self._files.remove, name)
+
+    async def sweep_orphans(self, stored_result: StoredResult) -> None:
+        """Remove result files no job names: left by a process that died between writing
+        the file and the final write (a write that fails removes its own file).
+
+        Each file is checked once, ``ORPHAN_AGE`` after it was written, by then long
+        past the final write's retries; at most every ``ORPHAN_SWEEP_INTERVAL`` and
+        ``ORPHAN_CHECKS`` files at a time (the first sweep of a service that has many
+        files does not hold up the lease renewals it runs beside).
+        """
+        now = self._clock()
+        if now - self._last_sweep < ORPHAN_SWEEP_INTERVAL:
+            return
+        self._last_sweep = now
+        until = now - ORPHAN_AGE
+        written = await asyncio.to_thread(self._files.written_between, self._swept_until, until)
+        if len(written) > ORPHAN_CHECKS:
+            # The rest at the next sweep, which starts where this one stops.
+            until = written[ORPHAN_CHECKS - 1][0]
+            written = [entry for entry in written if entry[0] <= until]
+            self._last_sweep = float("-inf")
+        orphans = []
+        try:
+            for _, name, job_id in written:
+                stored = await stored_result(job_id)
+                if stored is None or referenced_file(stored) != name:
+                    orphans.append(name)
+        except StorageUnavailable as exc:
+            log.warning("result_files_sweep_deferred", error=exc.cause)
+            return
+        for name in orphans:
+            await asyncio.to_thread(self._files.remove, name)
+        self._swept_until = until
+        if orphans:
+            log.info("result_files_orphaned", count=len(orphans))
 
     def _linked_summary(self, job: Job, feature: Mapping[str, Any]) -> dict[str, Any]:
         """The summary a receiver gets instead of a large result, with where to fetch it:

@@ -29,6 +29,7 @@ FILE_MEMBER: Final = "result_file"
 CHUNK_BYTES: Final = 256 * 1024
 #: Fast and still about a tenth of the JSON's size (coordinates compress well).
 _COMPRESS_LEVEL: Final = 5
+_SUFFIX: Final = ".geojson.gz"
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.geojson\.gz")
 
 
@@ -61,7 +62,7 @@ class ResultFiles:
         Written under a temporary name and renamed, so a reader never sees half a
         file and a failed write leaves nothing behind.
         """
-        name = f"{job_id}.{uuid.uuid4().hex}.geojson.gz"
+        name = f"{job_id}.{uuid.uuid4().hex}{_SUFFIX}"
         if not _NAME.fullmatch(name):
             raise ValueError(f"job id {job_id!r} cannot name a result file")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,26 @@ class ResultFiles:
         with gzip.open(self.path(name), "rb") as compressed:
             feature: dict[str, Any] = orjson.loads(compressed.read())
         return feature
+
+    def written_between(self, after: float, until: float) -> list[tuple[float, str, str]]:
+        """``(written, name, job_id)`` of the files last written in ``(after, until]``
+        (epoch seconds), oldest first."""
+        found = []
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not _NAME.fullmatch(entry.name):
+                continue
+            try:
+                written = entry.stat().st_mtime
+            except OSError:
+                continue
+            if after < written <= until:
+                job_id = entry.name.removesuffix(_SUFFIX).rsplit(".", 1)[0]
+                found.append((written, entry.name, job_id))
+        return sorted(found)
 
     def remove(self, name: str) -> None:
         if _NAME.fullmatch(name):
