@@ -29,14 +29,12 @@ _DONE: Final = object()
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` header names gzip (or ``*``) with a weight above zero."""
     for entry in accept_encoding.split(","):
-        coding, _, params = entry.partition(";")
-        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+        coding, *params = (part.strip().lower() for part in entry.split(";"))
+        if coding not in ("gzip", "x-gzip", "*"):
             continue
-        weight = params.strip().lower()
-        if not weight.startswith("q="):
-            return True
+        weights = [param[2:] for param in params if param.startswith("q=")]
         try:
-            return float(weight[2:]) > 0
+            return not weights or float(weights[0]) > 0
         except ValueError:
             return False
     return False
@@ -88,6 +86,9 @@ async def _send(
         while (chunk := await asyncio.to_thread(next, chunks, _DONE)) is not _DONE:
             assert isinstance(chunk, bytes)
             await response.write(chunk)
+    except ConnectionResetError:
+        # The client went away mid-answer: nothing left to send, and nothing went wrong here.
+        return response
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:

@@ -5,16 +5,23 @@ receiver fetches with its API key; deleting the job removes the file."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from primaa.app import create_app
+from primaa.appkeys import STORE
 from primaa.fastjson import dumps
+from primaa.jobs.model import Job, JobStatus
+from primaa.results.feature import summary_feature
+from primaa.results.files import CHUNK_BYTES, ResultFiles, file_reference
 from tests.conftest import CallbackReceiver, ImageServer, make_settings, wait_for_job
 
 AppClient = TestClient[Any, Any]
@@ -215,3 +222,41 @@ async def test_an_unfinished_job_cannot_be_deleted(
     assert (await refused.json())["type"] == "cannot_delete"
     assert (await client.get(f"/jobs/{job_id}")).status == 200
     await client.post(f"/jobs/{job_id}/cancel")
+
+
+async def test_a_result_of_many_chunks_streams_and_a_client_may_leave_midway(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    client = await _service(aiohttp_client, data_dir, **LOW)
+    store = client.app[STORE]
+    coordinates = [[float(i % 5000), float(i // 5000)] for i in range(300_000)]
+    document = {
+        "type": "Feature",
+        "geometry": {"type": "MultiPoint", "coordinates": coordinates},
+        "properties": {"job_id": "big", "measurements": {"count": len(coordinates)}},
+    }
+    encoded = dumps(document)
+    name = ResultFiles(data_dir / "results").write("big", encoded)
+    reference = file_reference(summary_feature(document), name, len(encoded))
+    await store.create(Job(job_id="big", algorithm="poi_detection", parameters={}))
+    (running,) = await store.claim(lease_owner="test", lease_seconds=60, limit=1, now=time.time())
+    done = running.moved_to(JobStatus.COMPLETED)
+    await store.finish(done, expected=JobStatus.RUNNING, result=reference)
+
+    plain = await client.get("/jobs/big/result", headers={"Accept-Encoding": "identity"})
+    assert await plain.read() == encoded
+    assert len(encoded) > 8 * CHUNK_BYTES
+
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as leaving:
+            url = client.make_url("/jobs/big/result")
+            async with leaving.get(url, headers={"Accept-Encoding": "identity"}) as response:
+                await response.content.readexactly(CHUNK_BYTES // 2)
+        deadline = time.monotonic() + 20
+        while not any(e["event"] == "request" for e in logs):
+            assert time.monotonic() < deadline, logs
+            await asyncio.sleep(0.05)
+    assert [e for e in logs if e["log_level"] in {"error", "critical"}] == []
+    # The service goes on serving.
+    assert (await client.get("/jobs/big")).status == 200
