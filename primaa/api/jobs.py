@@ -237,10 +237,20 @@ async def get_job(request: web.Request) -> web.Response:
 @docs(
     tags=TAG,
     summary="The result of a completed job",
+    description=(
+        "A result larger than `result_inline_max_bytes` is kept as a gzip file and streamed:"
+        " as stored, with `Content-Encoding: gzip`, to a client that sends"
+        " `Accept-Encoding: gzip`, decompressed on the way otherwise. The document is the"
+        " same either way. `format=qupath` is streamed too."
+    ),
     responses={
         400: {"schema": ErrorSchema, "description": "A malformed `bbox`"},
         404: {"schema": ErrorSchema, "description": "No such job"},
         409: {"schema": ErrorSchema, "description": "The job has no result (yet)"},
+        500: {
+            "schema": ErrorSchema,
+            "description": "The result's file is not in this server's `data_dir`",
+        },
     },
 )
 @querystring_schema(ResultQuerySchema)

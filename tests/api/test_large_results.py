@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
@@ -20,6 +21,7 @@ from primaa.app import create_app
 from primaa.appkeys import STORE
 from primaa.fastjson import dumps
 from primaa.jobs.model import Job, JobStatus
+from primaa.jobs.storage import JobStore
 from primaa.results.feature import summary_feature
 from primaa.results.files import CHUNK_BYTES, ResultFiles, file_reference
 from tests.conftest import CallbackReceiver, ImageServer, make_settings, wait_for_job
@@ -237,12 +239,7 @@ async def test_a_result_of_many_chunks_streams_and_a_client_may_leave_midway(
         "properties": {"job_id": "big", "measurements": {"count": len(coordinates)}},
     }
     encoded = dumps(document)
-    name = ResultFiles(data_dir / "results").write("big", encoded)
-    reference = file_reference(summary_feature(document), name, len(encoded))
-    await store.create(Job(job_id="big", algorithm="poi_detection", parameters={}))
-    (running,) = await store.claim(lease_owner="test", lease_seconds=60, limit=1, now=time.time())
-    done = running.moved_to(JobStatus.COMPLETED)
-    await store.finish(done, expected=JobStatus.RUNNING, result=reference)
+    await _store_large_result(store, data_dir, "big", encoded)
 
     plain = await client.get("/jobs/big/result", headers={"Accept-Encoding": "identity"})
     assert await plain.read() == encoded
@@ -260,3 +257,32 @@ async def test_a_result_of_many_chunks_streams_and_a_client_may_leave_midway(
     assert [e for e in logs if e["log_level"] in {"error", "critical"}] == []
     # The service goes on serving.
     assert (await client.get("/jobs/big")).status == 200
+
+
+async def _store_large_result(store: JobStore, data_dir: Path, job_id: str, encoded: bytes) -> Path:
+    """A completed job whose result is in a file, as a run would leave it (without a run)."""
+    files = ResultFiles(data_dir / "results")
+    name = files.write(job_id, encoded)
+    summary = summary_feature(orjson.loads(encoded))
+    await store.create(Job(job_id=job_id, algorithm="poi_detection", parameters={}))
+    (running,) = await store.claim(lease_owner="test", lease_seconds=60, limit=1, now=time.time())
+    done = running.moved_to(JobStatus.COMPLETED)
+    reference = file_reference(summary, name, len(encoded))
+    await store.finish(done, expected=JobStatus.RUNNING, result=reference)
+    return files.path(name)
+
+
+async def test_a_result_file_missing_here_is_a_500_naming_data_dir(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await _service(aiohttp_client, tmp_path / "data")
+    document = {"type": "Feature", "geometry": None, "properties": {"job_id": "lost"}}
+    path = await _store_large_result(client.app[STORE], tmp_path / "data", "lost", dumps(document))
+    assert (await client.get("/jobs/lost/result")).status == 200
+    path.unlink()
+    for query in ("", "?format=qupath", "?bbox=0,0,1,1"):
+        answer = await client.get(f"/jobs/lost/result{query}")
+        assert answer.status == 500, query
+        body = await answer.json()
+        assert body["type"] == "result_unavailable"
+        assert "data_dir" in body["error"]
