@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 
-from primaa.fastjson import dumps
+from primaa.fastjson import dumps, loads
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
@@ -85,7 +84,7 @@ def json_text(value: Any) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    return loads(value) if isinstance(value, str) else value
 
 
 def _job_from_values(values: tuple[Any, ...]) -> Job:
