@@ -186,9 +186,7 @@ _ATTEMPT_COLUMNS: Final = (
     delivery_attempts.c.error.label("attempt_error"),
     delivery_attempts.c.duration.label("attempt_duration"),
 )
-_WITH_ATTEMPTS: Final = deliveries.outerjoin(
-    delivery_attempts, delivery_attempts.c.delivery_id == deliveries.c.delivery_id
-)
+_ATTEMPTS_OF_DELIVERY: Final = delivery_attempts.c.delivery_id == deliveries.c.delivery_id
 _ATTEMPT_ORDER: Final = (deliveries.c.delivery_id, delivery_attempts.c.attempt_id)
 
 
@@ -198,7 +196,7 @@ def deliveries_with_attempts(where: sa.ColumnElement[bool], *order: Any) -> sa.S
     :func:`~primaa.store.rows.deliveries_from_rows`."""
     return (
         sa.select(deliveries, *_ATTEMPT_COLUMNS)
-        .select_from(_WITH_ATTEMPTS)
+        .select_from(deliveries.outerjoin(delivery_attempts, _ATTEMPTS_OF_DELIVERY))
         .where(where)
         .order_by(*order, *_ATTEMPT_ORDER)
     )
@@ -217,7 +215,13 @@ JOB_WITH_DELIVERIES: Final = (
         *(column.label(f"delivery_{column.name}") for column in deliveries.c),
         *_ATTEMPT_COLUMNS,
     )
-    .select_from(jobs.outerjoin(_WITH_ATTEMPTS, deliveries.c.job_id == jobs.c.job_id))
+    # Joined one after the other: a nested join (jobs to deliveries-with-attempts)
+    # is materialised whole by SQLite, every delivery of every job, on each read.
+    .select_from(
+        jobs.outerjoin(deliveries, deliveries.c.job_id == jobs.c.job_id).outerjoin(
+            delivery_attempts, _ATTEMPTS_OF_DELIVERY
+        )
+    )
     .where(jobs.c.job_id == sa.bindparam("job_id"))
     .order_by(deliveries.c.created_at, *_ATTEMPT_ORDER)
 )
