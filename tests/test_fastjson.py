@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from primaa.fastjson import dumps
+from primaa.fastjson import dumps, loads
 
 MOMENTS = [
     datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC),
@@ -39,3 +39,17 @@ def test_the_fallback_keeps_the_callers_default() -> None:
         "n": 2**70,
         "x": "?",
     }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"n": 2**70, "m": -(2**64)},
+        {"n": 2**63 - 1, "x": 0.1234567890123456789},
+        {"nested": [1, 2.5, None, True, "text with 12345678901234567890 in it"]},
+        [float("nan")],
+    ],
+)
+def test_loads_reads_back_exactly_what_json_would(value: object) -> None:
+    text = dumps(value).decode()
+    assert repr(loads(text)) == repr(json.loads(text))

@@ -230,8 +230,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job_id = request.match_info["job_id"]
-    job = await manager.get(job_id, client_id=client_id_of(request))
-    return json_response(present_job(job, await manager.deliveries(job)))
+    job, deliveries = await manager.get_with_deliveries(job_id, client_id=client_id_of(request))
+    return json_response(present_job(job, deliveries))
 
 
 @docs(
@@ -349,5 +349,5 @@ async def redeliver_callback(request: web.Request) -> web.Response:
     client_id = client_id_of(request)
     job_id = request.match_info["job_id"]
     await manager.redeliver(job_id, client_id=client_id)
-    job = await manager.get(job_id, client_id=client_id)
-    return json_response(present_job(job, await manager.deliveries(job)), status=202)
+    job, deliveries = await manager.get_with_deliveries(job_id, client_id=client_id)
+    return json_response(present_job(job, deliveries), status=202)

@@ -160,8 +160,19 @@ class JobManager:
         return schema
 
     async def get(self, job_id: str, *, client_id: str | None = None) -> Job:
-        job = _visible(await self.store.get(job_id), job_id, client_id)
-        running = self._running.get(job_id)
+        return self._with_live_progress(_visible(await self.store.get(job_id), job_id, client_id))
+
+    async def get_with_deliveries(
+        self, job_id: str, *, client_id: str | None = None
+    ) -> tuple[Job, builtins.list[Delivery]]:
+        """The job and its callback deliveries, in one read of the store."""
+        found = await self.store.get_with_deliveries(job_id)
+        job, deliveries = found if found is not None else (None, [])
+        return self._with_live_progress(_visible(job, job_id, client_id)), deliveries
+
+    def _with_live_progress(self, job: Job) -> Job:
+        """A job running here reports its progress at once; the store has it a moment later."""
+        running = self._running.get(job.job_id)
         if running is not None and job.status is JobStatus.RUNNING:
             job = job.evolve(progress_percent=max(job.progress_percent, running.progress_percent))
         return job
@@ -244,10 +255,6 @@ class JobManager:
             if in_place is not None:
                 return in_place
         return self._images.path_of(job)
-
-    async def deliveries(self, job: Job) -> builtins.list[Delivery]:
-        """The callback deliveries of a job the caller already read (and may see)."""
-        return await self.store.deliveries_for(job.job_id) if job.callback_url else []
 
     async def redeliver(self, job_id: str, *, client_id: str | None = None) -> Delivery:
         """Queue the final job's callback again, as a new message with a new delivery id.

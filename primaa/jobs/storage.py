@@ -79,6 +79,9 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def get_with_deliveries(self, job_id: str) -> tuple[Job, builtins.list[Delivery]] | None:
+        """The job and :meth:`deliveries_for` it in one read (``GET /jobs/{id}``)."""
+
     async def state(self, job_id: str) -> JobState | None:
         """The job's status, error and client_id, without reading the rest of it."""
 

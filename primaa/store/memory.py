@@ -73,6 +73,10 @@ class MemoryStore:
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    async def get_with_deliveries(self, job_id: str) -> tuple[Job, builtins.list[Delivery]] | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else (job, await self.deliveries_for(job_id))
+
     async def state(self, job_id: str) -> JobState | None:
         job = self._jobs.get(job_id)
         return None if job is None else JobState(job.status, job.error, job.client_id)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 
-from primaa.fastjson import dumps
+from primaa.fastjson import dumps, loads
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
@@ -85,7 +84,7 @@ def json_text(value: Any) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    return loads(value) if isinstance(value, str) else value
 
 
 def _job_from_values(values: tuple[Any, ...]) -> Job:
@@ -123,14 +122,17 @@ def first_state(result: Rows) -> JobState | None:
     return JobState(_STATUSES[status], error, client_id)
 
 
-def deliveries_from_rows(result: Rows) -> list[Delivery]:
+def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
     """Deliveries from rows of :func:`~primaa.store.statements.deliveries_with_attempts`
-    (a delivery's columns and one of its attempts, ``attempt_*``), in the rows' order."""
-    pick_delivery = _picker(_DELIVERY_COLUMNS, result.keys)
+    (a delivery's columns, named with ``prefix``, and one of its attempts, ``attempt_*``),
+    in the rows' order; a row without a delivery (a job's alone) is skipped."""
+    pick_delivery = _picker(tuple(prefix + name for name in _DELIVERY_COLUMNS), result.keys)
     pick_attempt = _picker(_ATTEMPT_COLUMNS, result.keys)
     found: dict[str, tuple[tuple[Any, ...], list[DeliveryAttempt]]] = {}
     for row in result.rows:
         delivery = pick_delivery(row)
+        if delivery[0] is None:
+            continue
         entry = found.setdefault(delivery[0], (delivery, []))
         at, status_code, error, duration = pick_attempt(row)
         if at is not None:
@@ -160,6 +162,15 @@ def deliveries_from_rows(result: Rows) -> list[Delivery]:
             created_at,
         ), attempts in found.values()
     ]
+
+
+def job_with_deliveries(result: Rows) -> tuple[Job, list[Delivery]] | None:
+    """A job and its deliveries from rows of
+    :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`, if the job exists."""
+    job = first_job(result)
+    if job is None:
+        return None
+    return job, deliveries_from_rows(result, prefix="delivery_")
 
 
 def job_row(job: Job) -> dict[str, Any]:

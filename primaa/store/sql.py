@@ -42,6 +42,7 @@ from primaa.store.rows import (
     first_job,
     first_state,
     job_row,
+    job_with_deliveries,
     jobs_from_rows,
     json_text,
 )
@@ -111,6 +112,11 @@ class SqlStore:
 
     async def get(self, job_id: str) -> Job | None:
         return first_job(await self.database.read(st.GET_JOB, {"job_id": job_id}))
+
+    async def get_with_deliveries(self, job_id: str) -> tuple[Job, builtins.list[Delivery]] | None:
+        return job_with_deliveries(
+            await self.database.read(st.JOB_WITH_DELIVERIES, {"job_id": job_id})
+        )
 
     async def state(self, job_id: str) -> JobState | None:
         return first_state(await self.database.read(st.GET_STATE, {"job_id": job_id}))

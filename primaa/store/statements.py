@@ -185,31 +185,50 @@ def claim_statement(dialect: str) -> sa.Update:
     return update.where(jobs.c.status == _PENDING).returning(*jobs.columns)
 
 
+_ATTEMPT_COLUMNS: Final = (
+    delivery_attempts.c.at.label("attempt_at"),
+    delivery_attempts.c.status_code.label("attempt_status_code"),
+    delivery_attempts.c.error.label("attempt_error"),
+    delivery_attempts.c.duration.label("attempt_duration"),
+)
+_ATTEMPTS_OF_DELIVERY: Final = delivery_attempts.c.delivery_id == deliveries.c.delivery_id
+_ATTEMPT_ORDER: Final = (deliveries.c.delivery_id, delivery_attempts.c.attempt_id)
+
+
 def deliveries_with_attempts(where: sa.ColumnElement[bool], *order: Any) -> sa.Select[Any]:
     """Deliveries and their attempts in one query: a delivery's columns, then one
     attempt's as ``attempt_*`` (NULLs for a delivery without any), read by
     :func:`~primaa.store.rows.deliveries_from_rows`."""
     return (
-        sa.select(
-            deliveries,
-            delivery_attempts.c.at.label("attempt_at"),
-            delivery_attempts.c.status_code.label("attempt_status_code"),
-            delivery_attempts.c.error.label("attempt_error"),
-            delivery_attempts.c.duration.label("attempt_duration"),
-        )
-        .select_from(
-            deliveries.outerjoin(
-                delivery_attempts, delivery_attempts.c.delivery_id == deliveries.c.delivery_id
-            )
-        )
+        sa.select(deliveries, *_ATTEMPT_COLUMNS)
+        .select_from(deliveries.outerjoin(delivery_attempts, _ATTEMPTS_OF_DELIVERY))
         .where(where)
-        .order_by(*order, deliveries.c.delivery_id, delivery_attempts.c.attempt_id)
+        .order_by(*order, *_ATTEMPT_ORDER)
     )
 
 
 #: The deliveries of one job, for ``GET /jobs/{id}``.
 DELIVERIES_FOR_JOB: Final = deliveries_with_attempts(
     deliveries.c.job_id == sa.bindparam("job_id"), deliveries.c.created_at
+)
+#: A job, its deliveries and their attempts in one query, for ``GET /jobs/{id}``: the
+#: job's columns, then a delivery's as ``delivery_*`` (NULLs for a job without any),
+#: then an attempt's; read by :func:`~primaa.store.rows.job_with_deliveries`.
+JOB_WITH_DELIVERIES: Final = (
+    sa.select(
+        jobs,
+        *(column.label(f"delivery_{column.name}") for column in deliveries.c),
+        *_ATTEMPT_COLUMNS,
+    )
+    # Joined one after the other: a nested join (jobs to deliveries-with-attempts)
+    # is materialised whole by SQLite, every delivery of every job, on each read.
+    .select_from(
+        jobs.outerjoin(deliveries, deliveries.c.job_id == jobs.c.job_id).outerjoin(
+            delivery_attempts, _ATTEMPTS_OF_DELIVERY
+        )
+    )
+    .where(jobs.c.job_id == sa.bindparam("job_id"))
+    .order_by(deliveries.c.created_at, *_ATTEMPT_ORDER)
 )
 _DUE_ORDER: Final = (deliveries.c.next_attempt_at, deliveries.c.created_at)
 #: The ``limit`` deliveries due first, for the outbox.

@@ -953,3 +953,33 @@ def test_factory_refuses_what_it_cannot_serve(url: str) -> None:
 
     with pytest.raises(ValueError, match=r"SQLite|scheme|driver"):
         open_store_from_url(url)
+
+
+async def test_get_with_deliveries_reads_a_job_and_its_deliveries_at_once(
+    store: JobStore,
+) -> None:
+    jobs = await create_jobs(store, 3)
+    first = make_delivery(jobs[0], n=1, created_at=T0 + 1)
+    again = make_delivery(jobs[0], n=2, created_at=T0 + 2)
+    other = make_delivery(jobs[1], n=1)
+    for delivery in (again, other, first):
+        await store.add_delivery(delivery)
+    for k in range(2):
+        attempt = DeliveryAttempt(at=T0 + k, status_code=503, error="busy", duration=0.25)
+        await store.record_attempt(
+            first.delivery_id, attempt, status=DeliveryStatus.PENDING, next_attempt_at=T0 + 9
+        )
+    assert await store.get_with_deliveries(jobs[0].job_id) == (
+        await store.get(jobs[0].job_id),
+        await store.deliveries_for(jobs[0].job_id),
+    )
+    found = await store.get_with_deliveries(jobs[0].job_id)
+    assert found is not None
+    deliveries = found[1]
+    assert [d.delivery_id for d in deliveries] == [first.delivery_id, again.delivery_id]
+    assert [a.at for a in deliveries[0].attempts] == [T0, T0 + 1]
+    assert await store.get_with_deliveries(jobs[2].job_id) == (
+        await store.get(jobs[2].job_id),
+        [],
+    )
+    assert await store.get_with_deliveries("unknown") is None
