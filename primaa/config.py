@@ -81,6 +81,13 @@ class Settings:
     max_image_pixels: int = 400_000_000
     #: Seconds a finished job's image is kept for the web viewer; 0: removed when it ends.
     image_retention_seconds: float = 86_400.0
+    #: A result whose JSON is larger is stored gzip-compressed in ``data_dir/results``.
+    result_inline_max_bytes: int = 1_048_576
+    #: A callback whose result is larger carries its summary and ``result_url`` instead.
+    callback_max_result_bytes: int = 1_048_576
+    #: The service's address as clients reach it (``https://primaa.example.org``), for the
+    #: links it sends; empty: the address each job was submitted to.
+    public_url: str = ""
     #: Deep-zoom tiles (encoded JPEGs) the viewer's tile cache holds, across all jobs.
     viewer_tile_cache: int = 2048
     #: Side of a slide tile, in pixels at the algorithm's resolution (border included).
@@ -156,6 +163,10 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
 
     @property
     def worker_count(self) -> int:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 #: (numpy/OpenBLAS, scipy, OpenCV, measured on 2 CPUs; thread buffers grow with the CPUs).
 MIN_WORKER_MEMORY_MB = 1024
 _HASHED_KEY = re.compile(r"sha256:[0-9a-f]{64}")
+#: An absolute http(s) URL without query or fragment: links are made by appending a path.
+_PUBLIC_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
 
 
 class ConfigError(ValueError):
@@ -85,6 +87,13 @@ def validate_settings(settings: Settings) -> None:
         settings.image_retention_seconds >= 0,
         "image_retention_seconds",
         "must be 0 (remove when the job ends) or more seconds",
+    )
+    for key in ("result_inline_max_bytes", "callback_max_result_bytes"):
+        require(getattr(settings, key) >= 0, key, "must not be negative")
+    require(
+        not settings.public_url or _PUBLIC_URL.fullmatch(settings.public_url) is not None,
+        "public_url",
+        f"must be http(s)://host[:port][/path], got {settings.public_url!r}",
     )
     require(settings.viewer_tile_cache >= 0, "viewer_tile_cache", "must not be negative")
     require(settings.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")

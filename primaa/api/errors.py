@@ -10,12 +10,14 @@ from aiohttp import web
 
 from primaa.api.responses import json_response
 from primaa.jobs.errors import (
+    CannotDelete,
     CannotRedeliver,
     InvalidParameters,
     InvalidRequest,
     JobError,
     JobNotFound,
     ResultNotReady,
+    ResultUnavailable,
     ShuttingDown,
     StorageUnavailable,
     TooManyJobs,
@@ -70,6 +72,10 @@ def from_job_error(exc: JobError) -> ApiError:
         return ApiError(409, "no_result", str(exc), {"status": str(exc.status)})
     if isinstance(exc, CannotRedeliver):
         return ApiError(409, "cannot_redeliver", str(exc))
+    if isinstance(exc, CannotDelete):
+        return ApiError(409, "cannot_delete", str(exc))
+    if isinstance(exc, ResultUnavailable):
+        return ApiError(500, "result_unavailable", str(exc))
     if isinstance(exc, TooManyJobs):
         return ApiError(
             429, "too_many_jobs", str(exc), headers={"Retry-After": str(exc.retry_after)}

@@ -17,6 +17,7 @@ from primaa.api.apidoc import docs, json_schema, querystring_schema, response_sc
 from primaa.api.errors import STORAGE_RESPONSES, ApiError, validation_error
 from primaa.api.present import present_job
 from primaa.api.responses import json_response
+from primaa.api.result_stream import GEOJSON, stream_qupath, stream_result_file
 from primaa.api.schemas import (
     ErrorSchema,
     FeatureSchema,
@@ -34,7 +35,6 @@ from primaa.jobs.errors import StorageUnavailable
 from primaa.jobs.manager import JobRequest
 from primaa.jobs.model import JobStatus
 from primaa.results.bbox import BadBbox, ResultIndex, parse_bbox
-from primaa.results.qupath import feature_to_qupath
 
 TAG = ["jobs"]
 _UPLOAD_DOC = {
@@ -90,7 +90,7 @@ async def create_job(request: web.Request) -> web.Response:
         job_request = await _upload_request(request)
     else:
         body = request[JSON_BODY]
-        job_request = job_request_from(body)
+        job_request = job_request_from(body, service_url=service_url_of(request))
     job = await request.app[MANAGER].submit(job_request, client_id=client_id_of(request))
     return json_response(
         present_job(job, []), status=202, headers={"Location": f"/jobs/{job.job_id}"}
@@ -101,9 +101,17 @@ async def create_job(request: web.Request) -> web.Response:
 _UPLOAD_FIELDS = JobSubmissionSchema(exclude=("image_url",))
 
 
-def job_request_from(fields: Mapping[str, Any], image_path: Path | None = None) -> JobRequest:
+def service_url_of(request: web.Request) -> str:
+    """The service's address as this client reached it (``scheme://host[:port]``)."""
+    return str(request.url.origin())
+
+
+def job_request_from(
+    fields: Mapping[str, Any], image_path: Path | None = None, *, service_url: str | None = None
+) -> JobRequest:
     """The manager's request from validated submission fields (JSON, form or original API)."""
     return JobRequest(
+        service_url=service_url,
         algorithm=fields["algorithm_name"],
         parameters=fields["parameters"],
         image_url=fields.get("image_url"),
@@ -173,7 +181,7 @@ async def _upload_request(request: web.Request) -> JobRequest:
         if image_path is not None:
             image_path.unlink(missing_ok=True)
         raise
-    return job_request_from(data, image_path)
+    return job_request_from(data, image_path, service_url=service_url_of(request))
 
 
 async def _spool_image(part: BodyPartReader, dest: Path, settings: Settings) -> None:
@@ -229,27 +237,42 @@ async def get_job(request: web.Request) -> web.Response:
 @docs(
     tags=TAG,
     summary="The result of a completed job",
+    description=(
+        "A result larger than `result_inline_max_bytes` is kept as a gzip file and streamed:"
+        " as stored, with `Content-Encoding: gzip`, to a client that sends"
+        " `Accept-Encoding: gzip`, decompressed on the way otherwise. The document is the"
+        " same either way. `format=qupath` is streamed too."
+    ),
     responses={
         400: {"schema": ErrorSchema, "description": "A malformed `bbox`"},
         404: {"schema": ErrorSchema, "description": "No such job"},
         409: {"schema": ErrorSchema, "description": "The job has no result (yet)"},
+        500: {
+            "schema": ErrorSchema,
+            "description": "The result's file is not in this server's `data_dir`",
+        },
     },
 )
 @querystring_schema(ResultQuerySchema)
 @response_schema(FeatureSchema, 200, description="GeoJSON Feature, or QuPath FeatureCollection")
-async def get_result(request: web.Request) -> web.Response:
+async def get_result(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     query = request[QUERY]
+    job_id = request.match_info["job_id"]
     feature: Mapping[str, Any]
     if "bbox" in query:
         feature = await _result_window(request, query["bbox"], query["limit"])
+    elif query["format"] == "qupath":
+        feature = await manager.result(job_id, client_id=client_id_of(request))
     else:
-        feature = await manager.result(
-            request.match_info["job_id"], client_id=client_id_of(request)
-        )
+        document = await manager.result_document(job_id, client_id=client_id_of(request))
+        if document.path is not None:
+            return await stream_result_file(request, document.path)
+        assert document.feature is not None
+        feature = document.feature
     if query["format"] == "qupath":
-        return json_response(feature_to_qupath(feature), content_type="application/geo+json")
-    return json_response(dict(feature), content_type="application/geo+json")
+        return await stream_qupath(request, feature)
+    return json_response(dict(feature), content_type=GEOJSON)
 
 
 async def _result_window(request: web.Request, bbox_text: str, limit: int) -> dict[str, Any]:
@@ -269,6 +292,27 @@ async def _result_window(request: web.Request, bbox_text: str, limit: int) -> di
         index = await asyncio.to_thread(ResultIndex.of, feature)
         indexes.put(job_id, index)
     return await asyncio.to_thread(index.window, bbox, limit)
+
+
+@docs(
+    tags=TAG,
+    summary="Delete a finished job",
+    description=(
+        "Removes the job, its result (and the result's file, for a large one), its callback"
+        " deliveries and its kept image. An unfinished job cannot be deleted: cancel it first."
+    ),
+    responses={
+        204: {"description": "Deleted"},
+        404: {"schema": ErrorSchema, "description": "No such job"},
+        409: {"schema": ErrorSchema, "description": "The job is not finished"},
+        **STORAGE_RESPONSES,
+    },
+)
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    await request.app[MANAGER].delete(job_id, client_id=client_id_of(request))
+    request.app[RESULT_INDEXES].discard(job_id)
+    return web.Response(status=204)
 
 
 @docs(

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from primaa.api.apidoc import docs, json_schema, response_schema
 from primaa.api.errors import STORAGE_RESPONSES
-from primaa.api.jobs import client_id_of, job_request_from
+from primaa.api.jobs import client_id_of, job_request_from, service_url_of
 from primaa.api.present import legacy_status
 from primaa.api.responses import json_response
 from primaa.api.schemas import ErrorSchema, LegacyStatusSchema, LegacySubmissionSchema
@@ -35,7 +35,7 @@ TAG = ["original API"]
 async def submit(request: web.Request) -> web.Response:
     body = request[JSON_BODY]
     job = await request.app[MANAGER].submit(
-        job_request_from(body),
+        job_request_from(body, service_url=service_url_of(request)),
         client_id=client_id_of(request),
     )
     return json_response(legacy_status(job.job_id, job.status, job.error))

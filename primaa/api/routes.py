@@ -17,6 +17,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/jobs", jobs.create_job)
     router.add_get("/jobs", jobs.list_jobs, allow_head=False)
     router.add_get("/jobs/{job_id}", jobs.get_job, allow_head=False)
+    router.add_delete("/jobs/{job_id}", jobs.delete_job)
     router.add_get("/jobs/{job_id}/result", jobs.get_result, allow_head=False)
     router.add_get("/jobs/{job_id}/image.dzi", viewer.image_dzi, allow_head=False)
     router.add_get("/jobs/{job_id}/image_files/{level}/{tile}", viewer.image_tile, allow_head=False)

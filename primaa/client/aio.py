@@ -220,6 +220,11 @@ class AsyncClient:
         """Send a finished job's callback again, as a new message (a new ``delivery_id``)."""
         return Job.from_json(await self._json("POST", f"/jobs/{_segment(job_id)}/callback"))
 
+    async def delete(self, job_id: str) -> None:
+        """Delete a finished job with its result; :class:`Conflict` while it is unfinished."""
+        async with self._request("DELETE", f"/jobs/{_segment(job_id)}"):
+            pass
+
     # Algorithms
 
     async def algorithms(self) -> builtins.list[dict[str, Any]]:

@@ -179,6 +179,9 @@ class Client:
     def redeliver(self, job_id: str) -> Job:
         return self._run(self._client.redeliver(job_id))
 
+    def delete(self, job_id: str) -> None:
+        self._run(self._client.delete(job_id))
+
     def algorithms(self) -> builtins.list[dict[str, Any]]:
         return self._run(self._client.algorithms())
 

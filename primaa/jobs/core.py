@@ -11,6 +11,7 @@ from pathlib import Path
 from primaa.jobs.admission import Admission
 from primaa.jobs.dispatcher import Dispatcher, DispatchPolicy
 from primaa.jobs.images import JobImages
+from primaa.jobs.large_results import LargeResults
 from primaa.jobs.manager import JobManager
 from primaa.jobs.outcomes import FailurePolicy, Outcomes
 from primaa.jobs.ports import Executor, ImageSource, JobMetrics, Notifier
@@ -18,6 +19,7 @@ from primaa.jobs.runner import JobRunner, RunnerLimits
 from primaa.jobs.running import RunningJobs
 from primaa.jobs.storage import JobStore
 from primaa.plugins.registry import AlgorithmRegistry
+from primaa.results.files import RESULTS_DIR_NAME, ResultFiles
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,6 +36,14 @@ class CorePolicy:
     spool_dir: Path
     #: Seconds a finished job's image is kept for the viewer; 0: removed when it ends.
     image_retention: float = 0.0
+    #: Where results too big for the store are written (gzip files); beside the spool.
+    results_dir: Path | None = None
+    #: A result whose JSON is larger is stored as a file, not in the store.
+    result_inline_max_bytes: int = 1_048_576
+    #: A callback whose result is larger carries its summary and ``result_url`` instead.
+    callback_max_result_bytes: int = 1_048_576
+    #: The service's address as its clients reach it, for ``result_url``; empty: as submitted.
+    public_url: str = ""
     housekeeping_interval: float = 1.0
     #: Seconds between claims when nothing wakes the dispatcher.
     poll_interval: float = 1.0
@@ -64,12 +74,20 @@ def build_jobs_core(
         executor.on_progress(running.report)
     admission = Admission(store, max_unfinished=policy.max_unfinished, clock=clock)
     job_images = JobImages(policy.spool_dir, retention=policy.image_retention, clock=clock)
+    large_results = LargeResults(
+        ResultFiles(policy.results_dir or policy.spool_dir.parent / RESULTS_DIR_NAME),
+        inline_max_bytes=policy.result_inline_max_bytes,
+        callback_max_bytes=policy.callback_max_result_bytes,
+        public_url=policy.public_url,
+        clock=clock,
+    )
     outcomes = Outcomes(
         store=store,
         notifier=notifier,
         metrics=metrics,
         admission=admission,
         images=job_images,
+        results=large_results,
         clock=clock,
     )
     manager = JobManager(
@@ -84,6 +102,7 @@ def build_jobs_core(
         check_url=check_url,
         sources=images,
         images=job_images,
+        results=large_results,
         clock=clock,
     )
     runner = JobRunner(
@@ -116,6 +135,7 @@ def build_jobs_core(
             poll_interval=policy.poll_interval,
         ),
         images=job_images,
+        results=large_results,
         clock=clock,
     )
     return JobsCore(manager=manager, dispatcher=dispatcher)

@@ -19,6 +19,7 @@ import structlog
 
 from primaa.jobs.admission import Admission
 from primaa.jobs.images import JobImages
+from primaa.jobs.large_results import LargeResults
 from primaa.jobs.model import Job
 from primaa.jobs.outcomes import Outcomes
 from primaa.jobs.runner import JobRunner
@@ -52,6 +53,7 @@ class Dispatcher:
         admission: Admission,
         policy: DispatchPolicy,
         images: JobImages | None = None,
+        results: LargeResults | None = None,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
@@ -61,6 +63,7 @@ class Dispatcher:
         self._admission = admission
         self._policy = policy
         self._images = images
+        self._results = results
         self._clock = clock
         #: This process as the holder of leases (not to be confused with a job's client).
         self.lease_owner = f"primaa-{uuid.uuid4().hex[:12]}"
@@ -131,7 +134,7 @@ class Dispatcher:
 
     async def housekeeping(self) -> None:
         """Renew leases, flush progress, requeue jobs whose lease expired elsewhere, and
-        remove finished jobs' images past their retention."""
+        remove finished jobs' images past their retention and result files no job names."""
         last_renewal = self._clock()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
@@ -155,6 +158,8 @@ class Dispatcher:
                 await self._requeue_expired(now)
             if self._images is not None:
                 await self._images.sweep()
+            if self._results is not None:
+                await self._results.sweep_orphans(self._store.get_result)
 
     async def _requeue_expired(self, now: float) -> None:
         outcome: Requeued = await self._store.requeue_expired(

@@ -65,6 +65,22 @@ class CannotRedeliver(JobError):
         self.job_id = job_id
 
 
+class CannotDelete(JobError):
+    """Only a finished job can be deleted: a running one would come back to write."""
+
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        super().__init__(f"job {job_id} is {status}; cancel it, then delete it once it has ended")
+        self.job_id = job_id
+
+
+class ResultUnavailable(JobError):
+    """The store names a result file this server cannot read (``data_dir`` not shared)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"the result file of job {job_id} is not on this server's data_dir")
+        self.job_id = job_id
+
+
 class TooManyJobs(JobError):
     def __init__(self, limit: int, retry_after: int) -> None:
         super().__init__(f"{limit} jobs are already waiting or running; try again later")

@@ -85,6 +85,12 @@ class JobImages:
             log.warning("job_image_not_kept", job_id=job.job_id, error=str(exc))
             working.unlink(missing_ok=True)
 
+    def forget(self, job: Job) -> None:
+        """The job was deleted: its kept image goes now, not after the retention."""
+        kept = self._kept(job.job_id)
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+
     async def sweep(self) -> None:
         """Remove kept images older than the retention (at most every ``SWEEP_INTERVAL``)."""
         now = self._clock()

@@ -20,15 +20,19 @@ import structlog
 
 from primaa.jobs.admission import Admission
 from primaa.jobs.errors import (
+    CannotDelete,
     CannotRedeliver,
     InvalidParameters,
     InvalidRequest,
+    JobError,
     JobNotFound,
     ResultNotReady,
+    ResultUnavailable,
     UnknownAlgorithm,
     schema_messages,
 )
 from primaa.jobs.images import JobImages
+from primaa.jobs.large_results import LargeResults, ResultDocument
 from primaa.jobs.model import Delivery, Job, JobState, JobStatus, new_id
 from primaa.jobs.outcomes import Outcomes
 from primaa.jobs.ports import ImageSource, Notifier
@@ -52,6 +56,8 @@ class JobRequest:
     callback_url: str | None = None
     callback_token: str | None = None
     timeout: float | None = None
+    #: The service's address as the client reached it (``scheme://host``), for links.
+    service_url: str | None = None
 
 
 class JobManager:
@@ -69,6 +75,7 @@ class JobManager:
         check_url: Callable[[str], object] | None = None,
         sources: ImageSource | None = None,
         images: JobImages,
+        results: LargeResults,
         clock: Callable[[], float],
     ) -> None:
         """``check_url`` refuses callback URLs (and image URLs without ``sources``),
@@ -84,6 +91,7 @@ class JobManager:
         self._check_url = check_url
         self._sources = sources
         self._images = images
+        self._results = results
         self._clock = clock
         #: One parameter schema per algorithm: building a marshmallow schema costs three
         #: times as much as loading a submission's parameters with it.
@@ -134,6 +142,7 @@ class JobManager:
             callback_url=request.callback_url,
             callback_token=request.callback_token,
             client_id=client_id,
+            service_url=request.service_url,
             timeout=request.timeout,
             created_at=now,
             updated_at=now,
@@ -186,6 +195,22 @@ class JobManager:
         )
 
     async def result(self, job_id: str, *, client_id: str | None = None) -> Mapping[str, Any]:
+        """The whole result Feature (read from its file, in a thread, when it is large)."""
+        stored = await self._stored_result(job_id, client_id)
+        try:
+            return await self._results.load(stored)
+        except FileNotFoundError:
+            raise await self._missing(job_id, client_id) from None
+
+    async def result_document(self, job_id: str, *, client_id: str | None = None) -> ResultDocument:
+        """The result as it is stored, for the API to stream: the Feature, or its gzip file."""
+        stored = await self._stored_result(job_id, client_id)
+        try:
+            return await self._results.document(stored)
+        except FileNotFoundError:
+            raise await self._missing(job_id, client_id) from None
+
+    async def _stored_result(self, job_id: str, client_id: str | None) -> Mapping[str, Any]:
         job = await self.get(job_id, client_id=client_id)
         if job.status is not JobStatus.COMPLETED:
             raise ResultNotReady(job_id, job.status)
@@ -193,6 +218,30 @@ class JobManager:
         if result is None:
             raise ResultNotReady(job_id, job.status)
         return result
+
+    async def _missing(self, job_id: str, client_id: str | None) -> JobError:
+        """A result file that is not there: its job was deleted meanwhile, or this server
+        does not share the ``data_dir`` of the one that wrote it."""
+        if await self.store.state(job_id) is None:
+            return JobNotFound(job_id)
+        log.error("job_result_file_missing", job_id=job_id)
+        return ResultUnavailable(job_id)
+
+    async def delete(self, job_id: str, *, client_id: str | None = None) -> None:
+        """Remove a finished job: its row, result, callbacks, result file and kept image."""
+        job = await self.get(job_id, client_id=client_id)
+        if not job.status.is_terminal:
+            raise CannotDelete(job_id, job.status)
+        try:
+            deleted = await self.store.delete(job_id)
+        except StaleJob:
+            raise CannotDelete(job_id, job.status) from None
+        if deleted is None:
+            raise JobNotFound(job_id)
+        if deleted.result is not None:
+            await self._results.remove(deleted.result)
+        self._images.forget(job)
+        log.info("job_deleted", job_id=job_id)
 
     async def image_path(self, job_id: str, *, client_id: str | None = None) -> Path | None:
         """The local file of a job's image, for the viewer; ``None`` when there is none here.
@@ -224,7 +273,8 @@ class JobManager:
         if earlier:
             payload = min(earlier, key=lambda d: d.created_at).payload
         elif job.status is JobStatus.COMPLETED:
-            payload = await self.store.get_result(job_id) or failure_feature(job)
+            stored = await self.store.get_result(job_id)
+            payload = self._results.callback_of(job, stored) if stored else failure_feature(job)
         else:
             payload = failure_feature(job)
         delivery = self._outcomes.delivery(job, payload)

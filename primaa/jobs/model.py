@@ -85,6 +85,9 @@ class Job:
     callback_token: str | None = dataclasses.field(default=None, repr=False)
     #: The API key (hash) that created the job; ``None`` when auth is off.
     client_id: str | None = None
+    #: The service's address as the submitting client reached it (``scheme://host``), for
+    #: links in the job's callback when no ``public_url`` is configured.
+    service_url: str | None = None
     #: How far the running algorithm got, 0 to 100 (algorithms report fractions, 0 to 1).
     progress_percent: float = 0.0
     attempts: int = 0

@@ -19,6 +19,7 @@ import structlog
 from primaa.jobs.admission import Admission
 from primaa.jobs.errors import StorageUnavailable, UnknownAlgorithm
 from primaa.jobs.images import JobImages
+from primaa.jobs.large_results import LargeResults
 from primaa.jobs.model import Delivery, Job, JobStatus
 from primaa.jobs.ports import (
     JobInterrupted,
@@ -92,9 +93,11 @@ class Outcomes:
         metrics: JobMetrics,
         admission: Admission,
         images: JobImages,
+        results: LargeResults,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
+        self._results = results
         self._notifier = notifier
         self._metrics = metrics
         self._admission = admission
@@ -113,19 +116,14 @@ class Outcomes:
         """Write the final state once, with its callback, whatever cancels the caller."""
         final = job.moved_to(status, now=self._clock(), error=error)
         feature = result_feature(final, result) if result is not None else None
-        delivery = None
-        if final.callback_url:
-            delivery = self.delivery(final, feature or failure_feature(final))
-        await self._persist(
-            final.job_id,
-            lambda: self._store.finish(
+        delivery = await asyncio.shield(
+            self._write_final(
                 final,
+                feature,
                 expected=expected,
-                result=feature,
-                delivery=delivery,
                 # A Running job is this process's to end only while it holds the lease.
                 lease_owner=job.lease_owner if expected is JobStatus.RUNNING else None,
-            ),
+            )
         )
         self._images.release(final)
         self._admission.job_ended()
@@ -142,6 +140,39 @@ class Outcomes:
             seconds=round(seconds, 3),
         )
         return final
+
+    async def _write_final(
+        self,
+        final: Job,
+        feature: Mapping[str, Any] | None,
+        *,
+        expected: JobStatus,
+        lease_owner: str | None,
+    ) -> Delivery | None:
+        """Place the result (a large one in a file), then write the job, its result and
+        its callback as one; a write that fails for good removes the result's file."""
+        prepared = await self._results.prepare(final, feature) if feature is not None else None
+        delivery = None
+        if final.callback_url:
+            delivery = self.delivery(
+                final, prepared.callback if prepared is not None else failure_feature(final)
+            )
+        try:
+            await self._retrying(
+                final.job_id,
+                lambda: self._store.finish(
+                    final,
+                    expected=expected,
+                    result=prepared.stored if prepared is not None else None,
+                    delivery=delivery,
+                    lease_owner=lease_owner,
+                ),
+            )
+        except BaseException:
+            if prepared is not None:
+                self._results.discard(prepared)
+            raise
+        return delivery
 
     async def apply(self, job: Job, decision: Decision) -> None:
         """Carry out a :class:`FailurePolicy` decision."""

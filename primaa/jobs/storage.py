@@ -43,6 +43,14 @@ class Requeued:
     cancelled: Sequence[Job] = ()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deleted:
+    """What :meth:`JobStore.delete` removed along with the job."""
+
+    #: The stored result (a Feature, or the reference to its file), ``None`` without one.
+    result: Mapping[str, Any] | None
+
+
 class StaleJob(Exception):
     """The job was not in the expected state: someone else moved it first."""
 
@@ -156,7 +164,16 @@ class JobStore(Protocol):
         is not a transition at all. A ``cancel_requested`` flag set meanwhile is kept.
         """
 
-    async def get_result(self, job_id: str) -> Mapping[str, Any] | None: ...
+    async def get_result(self, job_id: str) -> Mapping[str, Any] | None:
+        """The stored result: the Feature, or for a large one the reference to its file
+        (see :mod:`primaa.results.files`), which the store keeps like any document."""
+
+    async def delete(self, job_id: str) -> Deleted | None:
+        """Remove a finished job with its result and callbacks, in one transaction.
+
+        Returns what was removed (the result, so the caller can remove its file), or
+        ``None`` when there is no such job; a job not finished is :class:`StaleJob`.
+        """
 
     async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
         """Number of jobs per (algorithm, status), for metrics and back-pressure."""

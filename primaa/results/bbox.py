@@ -142,6 +142,10 @@ class ResultIndexCache:
             self._indexes.move_to_end(job_id)
         return index
 
+    def discard(self, job_id: str) -> None:
+        """Forget a deleted job's index."""
+        self._indexes.pop(job_id, None)
+
     def put(self, job_id: str, index: ResultIndex) -> None:
         self._indexes[job_id] = index
         while len(self._indexes) > self._capacity:

@@ -6,6 +6,7 @@ A failed job's callback is the same shape with ``geometry: null`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from primaa.jobs.model import Job
@@ -46,4 +47,15 @@ def failure_feature(job: Job) -> dict[str, Any]:
     """The Feature sent to the callback of a failed or cancelled job."""
     properties = _base_properties(job)
     properties["error"] = job.error
+    return {"type": "Feature", "geometry": None, "properties": properties}
+
+
+def summary_feature(feature: Mapping[str, Any]) -> dict[str, Any]:
+    """A result Feature without its objects: ``geometry: null`` and the properties less
+    ``object_measurements`` (one entry per object); the job-wide ``measurements`` stay."""
+    properties = {
+        key: value
+        for key, value in (feature.get("properties") or {}).items()
+        if key != "object_measurements"
+    }
     return {"type": "Feature", "geometry": None, "properties": properties}

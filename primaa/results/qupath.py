@@ -37,7 +37,7 @@ _SINGLE = {"Point", "Polygon", "LineString"}
 
 def to_qupath(result: AlgorithmResult, *, point_radius: float | None = None) -> dict[str, Any]:
     """QuPath FeatureCollection of a fresh algorithm result (ids are random)."""
-    return _collection(
+    objects = _objects(
         geometry=result.geometry,
         object_type=result.object_type,
         classification=result.classification,
@@ -45,6 +45,7 @@ def to_qupath(result: AlgorithmResult, *, point_radius: float | None = None) -> 
         id_seed=None,
         point_radius=point_radius,
     )
+    return {"type": "FeatureCollection", "features": list(objects)}
 
 
 def feature_to_qupath(
@@ -55,9 +56,20 @@ def feature_to_qupath(
     Ids derive from ``job_id`` when present, so downloading twice gives the same
     objects (QuPath can then tell a re-import from new objects).
     """
+    return {
+        "type": "FeatureCollection",
+        "features": list(qupath_objects(feature, point_radius=point_radius)),
+    }
+
+
+def qupath_objects(
+    feature: Mapping[str, Any], *, point_radius: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """The Features of :func:`feature_to_qupath`'s collection one at a time, for a
+    response that streams them (a slide's million objects are never one document)."""
     properties: Mapping[str, Any] = feature.get("properties") or {}
     job_id = properties.get("job_id")
-    return _collection(
+    return _objects(
         geometry=feature.get("geometry"),
         object_type=properties.get("object_type") or "detection",
         classification=properties.get("classification"),
@@ -76,7 +88,7 @@ def classification_color(name: str) -> list[int]:
     return [64 + digest[0] % 160, 64 + digest[1] % 160, 64 + digest[2] % 160]
 
 
-def _collection(
+def _objects(
     *,
     geometry: Mapping[str, Any] | None,
     object_type: str,
@@ -84,12 +96,25 @@ def _collection(
     object_measurements: Sequence[Mapping[str, Any]] | None,
     id_seed: str | None,
     point_radius: float | None,
-) -> dict[str, Any]:
+) -> Iterator[dict[str, Any]]:
+    """Checks its arguments at once, before the first object is asked for."""
     if object_type not in ("detection", "annotation"):
         raise ValueError(f"unknown object type {object_type!r}")
     if point_radius is not None and not point_radius > 0:
         raise ValueError("point_radius must be positive")
-    features = []
+    return _each_object(
+        geometry, object_type, classification, object_measurements, id_seed, point_radius
+    )
+
+
+def _each_object(
+    geometry: Mapping[str, Any] | None,
+    object_type: str,
+    classification: str | None,
+    object_measurements: Sequence[Mapping[str, Any]] | None,
+    id_seed: str | None,
+    point_radius: float | None,
+) -> Iterator[dict[str, Any]]:
     for index, part in enumerate(_parts(geometry)):
         measurements = (
             object_measurements[index]
@@ -107,15 +132,12 @@ def _collection(
             }
         if object_type == "annotation":
             properties["isLocked"] = False
-        features.append(
-            {
-                "type": "Feature",
-                "id": _object_id(id_seed, index),
-                "geometry": _as_qupath_geometry(part, point_radius),
-                "properties": properties,
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
+        yield {
+            "type": "Feature",
+            "id": _object_id(id_seed, index),
+            "geometry": _as_qupath_geometry(part, point_radius),
+            "properties": properties,
+        }
 
 
 def _parts(geometry: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,7 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import JobPage, LostClaim, Requeued, StaleJob
+from primaa.jobs.storage import Deleted, JobPage, LostClaim, Requeued, StaleJob
 from primaa.store.common import (
     EXPIRED_ERROR,
     check_limit,
@@ -232,6 +232,18 @@ class MemoryStore:
     async def get_result(self, job_id: str) -> Mapping[str, Any] | None:
         result = self._results.get(job_id)
         return None if result is None else _json_copy(result)
+
+    async def delete(self, job_id: str) -> Deleted | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if not job.status.is_terminal:
+            raise StaleJob(f"job {job_id} is {job.status}, not finished")
+        del self._jobs[job_id]
+        for delivery_id in [d.delivery_id for d in self._deliveries.values() if d.job_id == job_id]:
+            del self._deliveries[delivery_id]
+            self._claims.pop(delivery_id, None)
+        return Deleted(self._results.pop(job_id, None))
 
     async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
         counts: dict[tuple[str, JobStatus], int] = {}

@@ -185,6 +185,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "callback_url": job.callback_url,
         "callback_token": job.callback_token,
         "client_id": job.client_id,
+        "service_url": job.service_url,
         "progress_percent": job.progress_percent,
         "attempts": job.attempts,
         "error": job.error,

@@ -30,7 +30,7 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import JobPage, LostClaim, Requeued, StaleJob
+from primaa.jobs.storage import Deleted, JobPage, LostClaim, Requeued, StaleJob
 from primaa.store import statements as st
 from primaa.store.common import check_limit, decode_cursor, encode_cursor
 from primaa.store.postgres_access import PostgresAccess
@@ -250,6 +250,20 @@ class SqlStore:
             return None
         result: dict[str, Any] = json.loads(text)
         return result
+
+    async def delete(self, job_id: str) -> Deleted | None:
+        query = {"job_id": job_id}
+
+        def delete(conn: Connection) -> Deleted | None:
+            state = first_state(Rows.of(conn.execute(st.GET_STATE, query)))
+            if state is None:
+                return None
+            text = conn.execute(st.GET_RESULT, query).scalar()
+            if conn.execute(st.DELETE_JOB, query).rowcount != 1:
+                raise StaleJob(f"job {job_id} is {state.status}, not finished")
+            return Deleted(json.loads(text) if text is not None else None)
+
+        return await self.run(delete)
 
     async def count_by_status(self) -> Mapping[tuple[str, JobStatus], int]:
         rows = await self.run(lambda conn: conn.execute(st.COUNT).all())

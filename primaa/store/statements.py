@@ -23,6 +23,11 @@ GET_STATE: Final = sa.select(jobs.c.status, jobs.c.error, jobs.c.client_id).wher
     jobs.c.job_id == sa.bindparam("job_id")
 )
 GET_RESULT: Final = sa.select(results.c.geojson).where(results.c.job_id == sa.bindparam("job_id"))
+#: Deliveries, their attempts and the result go with the job (``ON DELETE CASCADE``).
+DELETE_JOB: Final = jobs.delete().where(
+    jobs.c.job_id == sa.bindparam("job_id"),
+    jobs.c.status.notin_([_PENDING, _RUNNING]),
+)
 JOB_EXISTS: Final = sa.select(jobs.c.job_id).where(jobs.c.job_id == sa.bindparam("job_id"))
 COUNT: Final = sa.select(jobs.c.algorithm, jobs.c.status, sa.func.count()).group_by(
     jobs.c.algorithm, jobs.c.status

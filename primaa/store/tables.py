@@ -34,6 +34,7 @@ jobs = sa.Table(
     sa.Column("callback_url", sa.String),
     sa.Column("callback_token", sa.String),
     sa.Column("client_id", sa.String),
+    sa.Column("service_url", sa.String),
     sa.Column("progress_percent", sa.Double, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("error", sa.Text),

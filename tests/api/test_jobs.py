@@ -248,6 +248,7 @@ async def test_openapi3_documents_every_route_and_algorithm(client: TestClient[A
         ("/jobs", "post"),
         ("/jobs", "get"),
         ("/jobs/{job_id}", "get"),
+        ("/jobs/{job_id}", "delete"),
         ("/jobs/{job_id}/result", "get"),
         ("/jobs/{job_id}/cancel", "post"),
         ("/algorithms", "get"),

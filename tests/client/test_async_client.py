@@ -6,11 +6,14 @@ import asyncio
 import datetime
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 
+from primaa.app import create_app
 from primaa.client import (
     AsyncClient,
     Conflict,
@@ -18,7 +21,7 @@ from primaa.client import (
     NotFound,
     WaitTimeout,
 )
-from tests.conftest import CallbackReceiver, ImageServer, synthetic_he_png
+from tests.conftest import CallbackReceiver, ImageServer, make_settings, synthetic_he_png
 
 
 async def test_submit_by_url_then_get(api: AsyncClient, image_server: ImageServer) -> None:
@@ -151,6 +154,35 @@ async def test_result_streams_to_a_file(api: AsyncClient, he_png: Path, tmp_path
         await api.redeliver(job.job_id)
     assert no_callback.value.status == 409
     assert no_callback.value.type == "cannot_redeliver"
+
+
+async def test_a_large_result_arrives_whole_then_the_job_is_deleted(
+    aiohttp_server: Callable[..., Any], tmp_path: Path, he_png: Path
+) -> None:
+    settings = make_settings(tmp_path / "data", result_inline_max_bytes=0)
+    server: TestServer = await aiohttp_server(create_app(settings))
+    async with AsyncClient(str(server.make_url(""))) as api:
+        job = await api.submit("poi_detection", image=he_png)
+        await api.wait(job.job_id, poll_interval=0.05, timeout=30)
+        feature = await api.result(job.job_id)
+        assert (
+            len(feature["geometry"]["coordinates"])
+            == feature["properties"]["measurements"]["count"]
+        )
+        written = await api.result(job.job_id, to=tmp_path / "large.geojson")
+        assert json.loads(written.read_text()) == feature, "decompressed on the way to the file"
+        (stored,) = (tmp_path / "data" / "results").iterdir()
+
+        await api.delete(job.job_id)
+        assert not stored.exists()
+        with pytest.raises(NotFound):
+            await api.get(job.job_id)
+
+        running = await api.submit("test_sleep", image=he_png, parameters={"seconds": 30})
+        with pytest.raises(Conflict) as unfinished:
+            await api.delete(running.job_id)
+        assert unfinished.value.type == "cannot_delete"
+        await api.cancel(running.job_id)
 
 
 async def test_redeliver_sends_a_new_message(

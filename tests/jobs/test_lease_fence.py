@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
@@ -21,11 +22,16 @@ from tests.conftest import ImageServer, make_settings, wait_for_job
 Client = TestClient[Any, Any]
 
 
+@pytest.mark.parametrize("inline_max", [1_048_576, 0], ids=["in the store", "in a file"])
 async def test_a_run_that_lost_its_lease_drops_its_result(
-    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path, image_server: ImageServer
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    tmp_path: Path,
+    image_server: ImageServer,
+    inline_max: int,
 ) -> None:
     # A slow poll: the service must not claim the job back while the test hands it over.
-    client = await aiohttp_client(create_app(make_settings(tmp_path, poll_interval=60.0)))
+    settings = make_settings(tmp_path, poll_interval=60.0, result_inline_max_bytes=inline_max)
+    client = await aiohttp_client(create_app(settings))
     store = client.app[STORE]
     body = {
         "image_url": image_server.url("/tile.png"),
@@ -52,6 +58,7 @@ async def test_a_run_that_lost_its_lease_drops_its_result(
     assert stored is not None
     assert (stored.status, stored.lease_owner) == (JobStatus.RUNNING, "primaa-elsewhere")
     assert await store.get_result(job_id) is None
+    assert list((tmp_path / "results").glob("*")) == [], "a dropped result leaves no file"
     dropped = [e for e in logs if e["event"] == "job_outcome_dropped"]
     assert dropped == [
         {

@@ -1,5 +1,6 @@
-"""Two service replicas on one PostgreSQL database: each callback sent once, and work
-queued on one replica wakes the other at once (LISTEN/NOTIFY), not at its next poll.
+"""Two service replicas on one PostgreSQL database: each callback sent once, work
+queued on one replica wakes the other at once (LISTEN/NOTIFY), not at its next poll,
+and a large result's file (in the data_dir they share) is served by either.
 
 Two real apps, each with its own store, dispatcher and outbox, on one database
 (a fresh schema), with real loopback receivers.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gzip
 import json
 import os
 import time
@@ -21,9 +23,10 @@ from aiohttp.test_utils import TestClient
 
 from primaa.app import create_app
 from primaa.appkeys import DISPATCHER, NOTIFICATIONS
+from primaa.fastjson import dumps
 from primaa.store.notifications import DELIVERIES_CHANNEL, JOBS_CHANNEL
 from primaa.store.sql import SqlStore
-from tests.conftest import ImageServer, make_settings
+from tests.conftest import ImageServer, make_settings, wait_for_job
 from tests.store.test_store_contract import NO_POSTGRES, POSTGRES_ENV, _postgres_schema
 from tests.webhooks.conftest import HangingReceiver, Receiver, until
 
@@ -190,3 +193,29 @@ async def until_delivered(client: Client, job_id: str, within: float = 60.0) -> 
             return
         assert time.monotonic() < deadline, job
         await asyncio.sleep(0.05)
+
+
+async def test_a_large_result_written_by_one_replica_is_served_by_both(
+    schema_store: Callable[[], SqlStore],
+    aiohttp_client: MakeClient,
+    tmp_path: Path,
+    image_server: ImageServer,
+) -> None:
+    shared = tmp_path / "shared"  # one data_dir, as deploy.md asks of replicas
+    one, other = [
+        await aiohttp_client(
+            create_app(make_settings(shared, result_inline_max_bytes=0), store=schema_store())
+        )
+        for _ in range(2)
+    ]
+    job_id = await submit(one, image_server, None)
+    await wait_for_job(one, job_id)
+    (file,) = shared.glob("results/*.geojson.gz")
+    for replica in (one, other):
+        answer = await replica.get(f"/jobs/{job_id}/result")
+        assert answer.status == 200, await answer.text()
+        assert answer.headers["Content-Encoding"] == "gzip"
+        assert dumps(await answer.json()) == gzip.decompress(file.read_bytes())
+    assert (await other.delete(f"/jobs/{job_id}")).status == 204
+    assert not file.exists()
+    assert (await one.get(f"/jobs/{job_id}/result")).status == 404
