@@ -19,7 +19,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from primaa.imaging.urlguard import UnsafeUrl, UrlGuard
-from primaa.jobs.ports import ImageUnavailable
+from primaa.jobs.ports import ImageDeferred, ImageUnavailable
 
 __all__ = ["EmptyUpload", "FetchError", "ImageFetcher", "SpoolFull", "spool_part"]
 
@@ -38,7 +38,7 @@ class EmptyUpload(FetchError):
     """An uploaded image part with no bytes in it."""
 
 
-class SpoolFull(FetchError):
+class SpoolFull(FetchError, ImageDeferred):
     """The spool's disk is full: nothing is wrong with the image, try again later."""
 
     def __init__(self, what: str, cause: str) -> None:

@@ -25,6 +25,11 @@ class ImageUnavailable(TaskError):
     """The image could not be fetched, stored or decoded."""
 
 
+class ImageDeferred(ImageUnavailable):
+    """The image could not be stored for a reason of the service's own (its spool's disk
+    is full), not the image's: the same fetch is worth trying again in a while."""
+
+
 class OutOfMemory(TaskError):
     """The algorithm hit the worker's memory limit (a ``MemoryError`` in the worker)."""
 

@@ -18,7 +18,7 @@ import structlog
 
 from primaa.jobs.model import Job, JobStatus
 from primaa.jobs.outcomes import FailurePolicy, Outcomes
-from primaa.jobs.ports import Executor, ImageSource, Task, TaskError
+from primaa.jobs.ports import Executor, ImageDeferred, ImageSource, Task, TaskError
 from primaa.jobs.running import RunningJob
 from primaa.plugins.algorithm import AlgorithmResult, AnyAlgorithm, AsyncAlgorithm, JobCancelled
 
@@ -42,6 +42,9 @@ class RunnerLimits:
     job_timeout: float
     #: No job runs longer, whatever it asks for.
     max_job_timeout: float
+    #: Waits before fetching an image again that could not be stored (a full spool):
+    #: about a minute in all for space to come back, then the job fails.
+    fetch_retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 class JobRunner:
@@ -112,7 +115,16 @@ class JobRunner:
             return Path(job.image_path)
         if job.image_url is None:
             raise ValueError("the job has neither an image URL nor an uploaded image")
-        return await self._images.fetch(job.image_url, job.job_id)
+        delays = iter(self._limits.fetch_retry_delays)
+        while True:
+            try:
+                return await self._images.fetch(job.image_url, job.job_id)
+            except ImageDeferred as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                log.warning("job_image_deferred", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
 
     async def _run(
         self, running: RunningJob, algorithm: AnyAlgorithm, image_path: Path, limit: float

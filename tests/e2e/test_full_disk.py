@@ -7,13 +7,19 @@ The data directory is a small tmpfs mounted for the test (root only; skipped els
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from tests.conftest import ImageServer
 from tests.e2e.harness import PrimaaServer, client, free_port, get_json, wait_job
@@ -112,6 +118,61 @@ async def test_a_full_disk_is_507_then_everything_resumes(
             assert done["status"] == "Completed", done
             async with http.post("/jobs", json=quick) as response:
                 assert response.status == 202
+    except aiohttp.ClientError:
+        raise AssertionError(server.log_text()) from None
+    finally:
+        await server.kill()
+
+
+async def test_an_image_that_cannot_be_spooled_is_fetched_again_once_space_returns(
+    small_disk: Path, aiohttp_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Only the spool is full (the database has room): the job waits, Running, and
+    completes when space returns, instead of failing for a reason not its own."""
+    noise = np.random.default_rng(7).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+
+    async def png(_: web.Request) -> web.Response:
+        return web.Response(body=buffer.getvalue(), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/noise.png", png)
+    images: TestServer = await aiohttp_server(app)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "spool").symlink_to(small_disk, target_is_directory=True)
+    server = PrimaaServer(
+        data_dir=data_dir,
+        log_dir=tmp_path,
+        port=free_port(),
+        extra_env={"PRIMAA_PLUGINS": "tests.support.algorithms"},
+    )
+    await server.start()
+    try:
+        async with client(server) as http:
+            filler = fill(small_disk)
+            submission = {
+                "image_url": str(images.make_url("/noise.png")),
+                "algorithm_name": "test_sleep",
+                "parameters": {"seconds": 0.0, "steps": 1},
+            }
+            async with http.post("/jobs", json=submission) as response:
+                assert response.status == 202, await response.text()
+                job_id = (await response.json())["job_id"]
+            for _ in range(100):
+                if server.log_text().count('"job_image_deferred"') >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the fetch was not tried again:\n" + server.log_text())
+            assert (await get_json(http, f"/jobs/{job_id}"))["status"] == "Running"
+
+            filler.unlink()
+            done = await wait_job(
+                http, job_id, lambda j: j["status"] != "Running", "final", within=30
+            )
+            assert done["status"] == "Completed", done
     except aiohttp.ClientError:
         raise AssertionError(server.log_text()) from None
     finally:
