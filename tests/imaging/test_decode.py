@@ -260,3 +260,45 @@ def test_other_formats_refused(tmp_path: Path, fmt: str, name: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageDecodeError, match="cannot read the image"):
         decode_image(tmp_path / "nope", max_pixels=LIMIT)
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "P", "I;16"])
+def test_an_image_of_many_strips_decodes_as_converted_whole(tmp_path: Path, mode: str) -> None:
+    """Rows are converted a strip at a time (bounded memory); the result is the whole
+    image's conversion, whatever the mode and wherever the strips meet."""
+    height, width = 700, 37
+    rows, cols = np.mgrid[0:height, 0:width]
+    rgb = np.stack([rows % 256, (cols * 7) % 256, (rows + cols) % 256], axis=-1)
+    image = Image.fromarray(rgb.astype(np.uint8))
+    if mode in ("RGBA", "LA"):
+        image = image.convert(mode[:-1])
+        image.putalpha(Image.fromarray(((rows * 3) % 256).astype(np.uint8)))
+        expected = np.asarray(_on_white(image))
+    elif mode == "I;16":
+        image = Image.fromarray((rows * 90 + cols).astype(np.uint16))
+        grey = ((np.asarray(image).astype(np.uint32) + 128) // 257).astype(np.uint8)
+        expected = np.repeat(grey[..., None], 3, axis=-1)
+    else:
+        image = image.convert(mode)
+        expected = np.asarray(image.convert("RGB"))
+    array = decode_image(_save(tmp_path, image, "PNG"), max_pixels=LIMIT)
+    assert array.shape == (height, width, 3)
+    assert array.flags.writeable
+    np.testing.assert_array_equal(array, expected)
+
+
+def test_a_rotated_image_of_many_strips_is_turned_before_it_is_cut(tmp_path: Path) -> None:
+    rows, cols = np.mgrid[0:40, 0:600]
+    image = Image.fromarray(np.stack([rows, cols % 256, cols // 256], axis=-1).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = _save(tmp_path, image, "PNG", exif=exif)
+    array = decode_image(path, max_pixels=LIMIT)
+    np.testing.assert_array_equal(array, np.asarray(image.transpose(Image.Transpose.ROTATE_270)))
