@@ -86,6 +86,15 @@ class DaskCluster:
             *options,
         )
 
+    def worker_processes(self) -> list[psutil.Process]:
+        """The worker processes (the nannies' children) alive now."""
+        nannies = [
+            p
+            for p in self._processes
+            if "distributed.cli.dask_worker" in p.args and p.poll() is None
+        ]
+        return [child for p in nannies for child in psutil.Process(p.pid).children()]
+
     def log(self, name: str) -> str:
         path = self.directory / f"{name}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
