@@ -97,11 +97,21 @@ def initialize(
     _events = events
     _cancel_dir = Path(cancel_dir)
     _registry = load_registry(disabled=disabled_plugins, modules=plugin_modules)
-    # One OpenCV thread per worker: the pool has one worker per CPU, and a slide's tiles
-    # keep them all busy; OpenCV's own threads on top would only fight them for the cores.
-    cv2.setNumThreads(1)
+    one_library_thread()
     if memory_limit_mb:
         limit_address_space(memory_limit_mb)
+
+
+def one_library_thread() -> None:
+    """One OpenCV thread per worker (process, or Dask worker thread).
+
+    There is one worker per CPU, and a slide's tiles keep them all busy: OpenCV's own
+    threads on top only fight them for the cores. On a Dask cluster of 2 one-thread
+    workers on 2 cores, leaving OpenCV its default (a thread per CPU) cost the workers
+    1.5 x the CPU time of the local pool for the same slide (``bench.dask_executor
+    --slide``), most of it in OpenCV's second thread.
+    """
+    cv2.setNumThreads(1)
 
 
 def limit_address_space(limit_mb: int) -> None:
