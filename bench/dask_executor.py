@@ -208,6 +208,7 @@ async def measure_slide(
     }
     rows: list[list[object]] = []
     ratios: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in sides}
     try:
         for name, tiling in sides.items():  # warm up: plugins loaded, first imports done
             warm = [Task(f"warm-{name}-{n}", "poi_detection", flats[n], parameters) for n in (0, 1)]
@@ -225,9 +226,10 @@ async def measure_slide(
                     sides[name], slide, parameters, f"{name}-{round_number}"
                 )
                 cpu = cpu_seconds(workers[name]) - cpu
+                times[name].append(seconds[name])
                 rows.append([round_number + 1, name, seconds[name], cpu, nuclei])
             ratios.append(seconds["dask"] / seconds["local pool"])
-            rows[-1].append(ratios[-1])
+            rows[-1].append(f"{ratios[-1]:.3f}")
             rows[-2].append("")
         started = time.perf_counter()
         flat_jobs = [
@@ -250,8 +252,7 @@ async def measure_slide(
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             print(f"flat job failed: {type(outcome).__name__}: {outcome}")
-    local = statistics.median(row[2] for row in rows if row[1] == "local pool")  # type: ignore[misc]
-    remote = statistics.median(row[2] for row in rows if row[1] == "dask")  # type: ignore[misc]
+    local, remote = statistics.median(times["local pool"]), statistics.median(times["dask"])
     print(
         f"\nmedian over {rounds} rounds: local pool {local:.1f} s, dask {remote:.1f} s;"
         f" median dask / local ratio {statistics.median(ratios):.3f}"

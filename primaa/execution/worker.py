@@ -106,10 +106,7 @@ def one_library_thread() -> None:
     """One OpenCV thread per worker (process, or Dask worker thread).
 
     There is one worker per CPU, and a slide's tiles keep them all busy: OpenCV's own
-    threads on top only fight them for the cores. On a Dask cluster of 2 one-thread
-    workers on 2 cores, leaving OpenCV its default (a thread per CPU) cost the workers
-    1.5 x the CPU time of the local pool for the same slide (``bench.dask_executor
-    --slide``), most of it in OpenCV's second thread.
+    threads on top (its default is a thread per CPU) only fight them for the cores.
     """
     cv2.setNumThreads(1)
 

@@ -97,8 +97,7 @@ async def test_the_workers_load_primaa_and_its_module_plugins_through_the_worker
 async def test_the_workers_run_opencv_on_one_thread_as_the_pool_workers_do(
     executor: DaskExecutor, observer: Client
 ) -> None:
-    """OpenCV's default thread per CPU, beside the other workers, cost 1.5 x the CPU time
-    of the local pool for the same slide (``bench.dask_executor --slide``)."""
+    """OpenCV's default is a thread per CPU, which fights the other workers for the cores."""
     threads = await observer.run(cv2.getNumThreads)
     assert list(threads.values()) == [1, 1]
 
