@@ -87,13 +87,19 @@ class DaskCluster:
         )
 
     def worker_processes(self) -> list[psutil.Process]:
-        """The worker processes (the nannies' children) alive now."""
+        """The worker processes alive now: the nannies' children spawned by multiprocessing
+        (not its resource tracker)."""
         nannies = [
             p
             for p in self._processes
             if "distributed.cli.dask_worker" in p.args and p.poll() is None
         ]
-        return [child for p in nannies for child in psutil.Process(p.pid).children()]
+        return [
+            child
+            for p in nannies
+            for child in psutil.Process(p.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
 
     def log(self, name: str) -> str:
         path = self.directory / f"{name}.log"

@@ -110,10 +110,10 @@ def undo_malloc_trim_threshold() -> bool:
     Dask's nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (its
     ``distributed.nanny.pre-spawn-environ``), which also turns off glibc's adaptive mmap
     threshold: every array of 128 kB or more is then mapped afresh and its pages faulted
-    in again, for each of the detector's temporaries on each tile. That cost the Dask
-    workers 3 x the page faults and 1.2 x the CPU time of a pool worker on the same
-    tiles (``bench.dask_executor --slide``). ``False`` when the variable is unset or the
-    C library is not glibc.
+    in again, for each of the detector's temporaries on each tile: 3 x the page faults
+    and 1.2 x the CPU time on the same tiles, which made a slide on 2 Dask workers
+    1.1-1.6 x slower than on the local pool (``bench.dask_executor --slide``).
+    ``False`` when the variable is unset or the C library is not glibc.
     """
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         return False
