@@ -97,11 +97,18 @@ def initialize(
     _events = events
     _cancel_dir = Path(cancel_dir)
     _registry = load_registry(disabled=disabled_plugins, modules=plugin_modules)
-    # One OpenCV thread per worker: the pool has one worker per CPU, and a slide's tiles
-    # keep them all busy; OpenCV's own threads on top would only fight them for the cores.
-    cv2.setNumThreads(1)
+    one_library_thread()
     if memory_limit_mb:
         limit_address_space(memory_limit_mb)
+
+
+def one_library_thread() -> None:
+    """One OpenCV thread per worker (process, or Dask worker thread).
+
+    There is one worker per CPU, and a slide's tiles keep them all busy: OpenCV's own
+    threads on top (its default is a thread per CPU) only fight them for the cores.
+    """
+    cv2.setNumThreads(1)
 
 
 def limit_address_space(limit_mb: int) -> None:

@@ -86,6 +86,21 @@ class DaskCluster:
             *options,
         )
 
+    def worker_processes(self) -> list[psutil.Process]:
+        """The worker processes alive now: the nannies' children spawned by multiprocessing
+        (not its resource tracker)."""
+        nannies = [
+            p
+            for p in self._processes
+            if "distributed.cli.dask_worker" in p.args and p.poll() is None
+        ]
+        return [
+            child
+            for p in nannies
+            for child in psutil.Process(p.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+
     def log(self, name: str) -> str:
         path = self.directory / f"{name}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
