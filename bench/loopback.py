@@ -49,6 +49,9 @@ class Loopback:
         self.arrived: dict[int, float] = {}
         #: Callbacks received per job, duplicates included.
         self.received: collections.Counter[int] = collections.Counter()
+        #: The distinct messages (``webhook-id``) received per job: a message sent again
+        #: (its sender died before it recorded the answer) keeps its id.
+        self.messages: collections.defaultdict[int, set[str]] = collections.defaultdict(set)
         self.statuses: dict[int, str] = {}
         self._expected = 0
         self._all_in = asyncio.Event()
@@ -64,6 +67,7 @@ class Loopback:
         """Forget earlier callbacks; :meth:`wait` returns once ``count`` more arrived."""
         self.arrived.clear()
         self.received.clear()
+        self.messages.clear()
         self.statuses.clear()
         self._expected = count
         self._all_in.clear()
@@ -97,6 +101,7 @@ class Loopback:
         body = await request.json()
         self.arrived.setdefault(seq, time.monotonic())
         self.received[seq] += 1
+        self.messages[seq].add(request.headers.get("webhook-id", ""))
         self.statuses[seq] = str(body.get("properties", {}).get("status"))
         if len(self.arrived) >= self._expected > 0:
             self._all_in.set()
