@@ -83,14 +83,19 @@ async def poi_round(run: Runner, tiles: Sequence[Path], tag: str) -> float:
     return time.perf_counter() - started
 
 
+def _written(directory: Path, prefix: str, pngs: list[bytes]) -> list[Path]:
+    """The PNGs as files ``prefix-N.png`` in ``directory``, for the executors to read."""
+    paths = [directory / f"{prefix}-{n}.png" for n in range(len(pngs))]
+    for path, png in zip(paths, pngs, strict=True):
+        path.write_bytes(png)
+    return paths
+
+
 async def measure(directory: Path, cluster: DaskCluster, *, quick: bool) -> None:
     image = directory / "tiny.png"
     image.write_bytes(tiny_png())
     pngs, source = he_tiles(8 if quick else 32)
-    tiles = []
-    for n, png in enumerate(pngs):
-        tiles.append(directory / f"tile-{n}.png")
-        tiles[-1].write_bytes(png)
+    tiles = _written(directory, "tile", pngs)
     pool = ProcessPoolRunner(
         workers=WORKERS,
         cancel_dir=directory / "cancel",
@@ -179,10 +184,7 @@ async def measure_slide(
     assert algorithm is not None
     parameters = dict(algorithm.Parameters().load({}))
     pngs, source = he_tiles(FLAT_JOBS)
-    flats = []
-    for n, png in enumerate(pngs):
-        flats.append(directory / f"flat-{n}.png")
-        flats[-1].write_bytes(png)
+    flats = _written(directory, "flat", pngs)
     pool = ProcessPoolRunner(
         workers=WORKERS,
         cancel_dir=directory / "cancel",
