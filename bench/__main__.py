@@ -29,6 +29,7 @@ BENCHES = {
     "dask_executor": ["bench.dask_executor"],
     "replicas": ["bench.replicas"],
     "slide_jobs": ["bench.slide_jobs"],
+    "slide_targets": ["bench.slide_targets"],
 }
 
 
