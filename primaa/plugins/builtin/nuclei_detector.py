@@ -3,8 +3,9 @@
 The method, at a working resolution where a nucleus is about 11 px across:
 
 1. hematoxylin density by colour deconvolution (nuclei are the hematoxylin-rich objects);
-2. a foreground mask: smoothed hematoxylin above its Otsu threshold, with an absolute
-   floor so glass, stroma and pure eosin give (almost) no foreground;
+2. a foreground mask: smoothed hematoxylin above its Otsu threshold over the pixels
+   that are not glass, with an absolute floor so glass, stroma and pure eosin give
+   (almost) no foreground;
 3. a response that adds the mask's distance transform (high in the middle of a
    nucleus, splits touching ones) to a difference of Gaussians tuned to the nucleus
    size (a blob detector, robust where the mask is poor);
@@ -39,6 +40,13 @@ DISTANCE_SMOOTHING = 1.0
 #: Lowest foreground threshold in hematoxylin optical density (OD); dev-set Otsu is 0.47-0.62,
 #: dense eosin reaches about 0.2.
 MIN_MASK_THRESHOLD = 0.25
+#: Smoothed hematoxylin OD below this (glass, mostly) is left out of the Otsu histogram, so a
+#: slide tile that is mostly glass thresholds its tissue as the tissue alone would be. With
+#: the glass in, Otsu separates glass from tissue and lands on the floor above: a third more
+#: false nuclei in tissue next to glass. Such pale pixels are below the floor, never nuclei.
+GLASS_OD = 0.1
+#: Fewer pixels than this above GLASS_OD: no tissue to speak of, threshold the whole tile.
+MIN_TISSUE_SAMPLES = 256
 #: Lowest blob contrast (difference of Gaussians, OD) of a nucleus; dev-set nuclei are above 0.04.
 MIN_BLOB_CONTRAST = 0.03
 #: Weight of the blob contrast against the distance transform (in radii), per 0.05 OD.
@@ -107,7 +115,9 @@ def detect_nuclei(
 
     smooth = gaussian(hema, MASK_SMOOTHING)
     # Every other pixel in each direction is plenty for a histogram, at a quarter of the cost.
-    otsu = otsu_threshold(smooth[::2, ::2])
+    sample = smooth[::2, ::2]
+    tissue = sample[sample > GLASS_OD]
+    otsu = otsu_threshold(tissue if tissue.size >= MIN_TISSUE_SAMPLES else sample)
     threshold = max(otsu, MIN_MASK_THRESHOLD) * (0.5 + 0.5 * strictness)
     mask = smooth > threshold
     if not mask.any():
