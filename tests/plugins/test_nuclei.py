@@ -191,3 +191,15 @@ def test_glass_around_tissue_does_not_change_its_nuclei() -> None:
     # pulled the threshold down). The smoothing near the tissue's edge differs.
     assert abs(len(on_glass) - len(alone)) <= 0.02 * len(alone)
     assert np.mean(_nearest_distances(on_glass, alone) < 3.0) >= 0.9
+
+
+def test_centres_closer_than_the_merge_radius_keep_the_strongest() -> None:
+    # Recentring can bring two peaks of one blob together; each pair keeps its stronger
+    # centre, and a centre whose only close neighbour was dropped stays.
+    points = np.array([[0.0, 0.0], [1.5, 0.0], [3.0, 0.0], [20.0, 0.0]])
+    strength = np.array([3.0, 2.0, 1.0, 0.5], np.float32)
+    keep = nuclei_detector.strongest_apart(points, strength, radius=2.0)
+    assert keep.tolist() == [True, False, True, True]
+    strength = np.array([1.0, 3.0, 2.0, 0.5], np.float32)
+    keep = nuclei_detector.strongest_apart(points, strength, radius=2.0)
+    assert keep.tolist() == [False, True, False, True]

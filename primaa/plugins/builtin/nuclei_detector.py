@@ -10,7 +10,8 @@ The method, at a working resolution where a nucleus is about 11 px across:
    nucleus, splits touching ones) to a difference of Gaussians tuned to the nucleus
    size (a blob detector, robust where the mask is poor);
 4. local maxima of that response at least about half a diameter apart, inside the
-   mask, with an absolute minimum blob contrast.
+   mask, with an absolute minimum blob contrast, each moved to the centroid of the
+   mask around it; two that end within a quarter diameter are one nucleus.
 
 Outside the image counts as background for the distance transform, so a nucleus cut
 by the border is reported at the centre of its visible part, as annotators do.
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, hematoxylin_reduced
 
@@ -57,6 +59,9 @@ RESPONSE_THRESHOLD = 0.4
 REFINE_RADIUS = 0.6
 #: Peaks closer than this fraction of the diameter are one nucleus.
 SUPPRESSION = 0.5
+#: Centres closer than this fraction of the diameter after recentring are one nucleus:
+#: two peaks of one blob can move to the same centroid.
+MERGE = 0.25
 
 
 def working_factor(diameter: float) -> int:
@@ -146,7 +151,10 @@ def detect_nuclei(
     peaks &= mask
     peaks &= blob > MIN_BLOB_CONTRAST * strictness
     rows, cols = _plateau_centres(peaks)
+    strength = response[np.rint(rows).astype(np.intp), np.rint(cols).astype(np.intp)]
     rows, cols = _recentre(mask, rows, cols, REFINE_RADIUS * d)
+    keep = strongest_apart(np.column_stack([rows, cols]), strength, MERGE * d)
+    rows, cols = rows[keep], cols[keep]
     xs = (cols + 0.5) * factor - 0.5
     ys = (rows + 0.5) * factor - 0.5
     return np.column_stack([xs, ys])
@@ -178,6 +186,26 @@ def _recentre(
     new_rows = np.where(found, (inside * ys).sum(axis=1) / weight, rows)
     new_cols = np.where(found, (inside * xs).sum(axis=1) / weight, cols)
     return new_rows, new_cols
+
+
+def strongest_apart(
+    points: npt.NDArray[np.float64], strength: npt.NDArray[np.float32], radius: float
+) -> npt.NDArray[np.bool_]:
+    """Which points to keep so that none is within ``radius`` of a stronger kept one."""
+    keep = np.ones(len(points), np.bool_)
+    if len(points) < 2:
+        return keep
+    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    rank = np.empty(len(points), np.intp)
+    rank[np.argsort(-strength, kind="stable")] = np.arange(len(points))
+    stronger = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    weaker = pairs[:, 0] + pairs[:, 1] - stronger
+    for index in np.argsort(rank[stronger], kind="stable"):
+        if keep[stronger[index]]:
+            keep[weaker[index]] = False
+    return keep
 
 
 def gaussian(image: FloatImage, sigma: float) -> FloatImage:
