@@ -38,12 +38,12 @@ from scipy.spatial import cKDTree
 
 from bench.reference_slide_loop import LoopRun, run_reference_loop
 from bench.slide_jobs import run_slide_job
-from bench.slides import CROP, DEFAULT_DATA, crop_positions
+from bench.slides import BLOCK, CROP, DEFAULT_DATA
 from primaa.evaluation import MatchCounts, micro_average, score_points
 from primaa.imaging.slides import Tile, to_level0
 from primaa.plugins.algorithm import DOWNSAMPLE, PIXEL_SIZE_UM
 from primaa.plugins.registry import load_registry
-from tests.support.slides import build_slide
+from tests.support.slides import GLASS, build_slide, scatter
 
 SLIDE_MPP = 0.25
 #: poi_detection's working resolution on slides, and so the tiles baseline's.
@@ -61,8 +61,9 @@ def cached_slide(
     cache: Path, sources: Sequence[Path], size: int, tissue: float, seed: int = 0
 ) -> tuple[Path, npt.NDArray[np.float64], list[str]]:
     """The slide, its true centres and the source of each crop on it; built on first use."""
-    count = round(tissue * size * size / CROP**2)
-    stem = f"slide-{size}px-{count}crops-seed{seed}"
+    side = BLOCK * CROP
+    blocks = round(tissue * size * size / side**2)
+    stem = f"slide-{sources[0].parent.name}-{size}px-{blocks}blocks-seed{seed}"
     path, sidecar = cache / f"{stem}.tif", cache / f"{stem}.npz"
     if path.exists() and sidecar.exists():
         with np.load(sidecar) as saved:
@@ -70,14 +71,14 @@ def cached_slide(
     cache.mkdir(parents=True, exist_ok=True)
     partial = cache / f"{stem}.partial.tif"
     start = time.perf_counter()
+    block_paths, names = _blocks(cache, sources, blocks)
     built = build_slide(
         partial,
         size=(size, size),
-        sources=sources,
-        positions=crop_positions(count, size, seed=seed),
+        sources=block_paths,
+        positions=scatter((size, size), blocks, (side, side), gap=512, seed=seed),
         mpp=SLIDE_MPP,
     )
-    names = [placement.source.name for placement in built.placements]
     np.savez(sidecar, centres=built.centres, sources=np.array(names))
     partial.rename(path)
     print(
@@ -85,6 +86,45 @@ def cached_slide(
         f" {path.stat().st_size / 2**20:,.0f} MB, {len(names)} crops"
     )
     return path, built.centres, names
+
+
+def _blocks(cache: Path, sources: Sequence[Path], count: int) -> tuple[list[Path], list[str]]:
+    """``count`` blocks of BLOCK x BLOCK crops, each as one PNG with its centres' CSV.
+
+    The layout of ``bench.slides.crop_positions``, with one insert per block rather
+    than per crop: thousands of nested inserts make pyvips crawl. Returns each block's
+    file and every crop's name, in placement order.
+    """
+    paths: list[Path] = []
+    names: list[str] = []
+    cells = [(i % BLOCK, i // BLOCK) for i in range(BLOCK * BLOCK)]
+    for block in range(count):
+        first = block * len(cells) % len(sources)
+        members = [sources[(first + i) % len(sources)] for i in range(len(cells))]
+        names += [member.name for member in members]
+        path = cache / f"block-{sources[0].parent.name}-{len(sources)}-{first}.png"
+        paths.append(path)
+        if path.exists():
+            continue
+        canvas = np.empty((BLOCK * CROP, BLOCK * CROP, 3), np.uint8)
+        canvas[...] = GLASS
+        centres = []
+        for member, (column, row) in zip(members, cells, strict=True):
+            with Image.open(member) as crop:
+                canvas[row * CROP : (row + 1) * CROP, column * CROP : (column + 1) * CROP] = (
+                    np.asarray(crop.convert("RGB"))
+                )
+            truth = np.loadtxt(member.with_suffix(".csv"), delimiter=",", skiprows=1, ndmin=2)
+            centres.append(truth.reshape(-1, 2) + np.array([column * CROP, row * CROP]))
+        np.savetxt(
+            path.with_suffix(".csv"),
+            np.concatenate(centres),
+            delimiter=",",
+            header="x,y",
+            comments="",
+        )
+        Image.fromarray(canvas).save(path)
+    return paths, names
 
 
 def tiles_baseline(data: Path, placed: Sequence[str]) -> tuple[MatchCounts, MatchCounts]:
