@@ -17,18 +17,22 @@ of each; peaks taken at different moments, so an upper bound), F1 at 8 px agains
 the truth, and the fraction of detections with another one within 4 px. The "tiles"
 baseline is ``poi_detection`` on each source crop alone, reduced to the slide path's
 0.5 µm/px and called with the same tile parameters: the same detector without seams,
-so the slide's F1 minus it is what tiling costs. ``--quick`` is a 16,384 px slide.
+so the slide's F1 minus it is what tiling costs. The workers' CPU time over workers x
+seconds says how close the job came to what the single-tile speed allows on those
+cores. ``--quick`` is a 16,384 px slide.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,9 @@ SPEED_UP = 4.0
 F1_GAP = 0.01
 TWICE_FRACTION = 0.001
 PEAK_MB = 2048.0
+#: Of the speed the workers' own CPU time allows on the cores: planning, waiting and idle
+#: workers at the end cost the rest.
+EFFICIENCY = 0.8
 
 
 def cached_slide(
@@ -204,8 +211,14 @@ def main() -> int:
     if not sources:
         print(f"no annotated PNGs in {args.data}", file=sys.stderr)
         return 1
+    # Built in a process of its own: the memory pyvips and the crops took is not this
+    # process's, whose peak counts as the service's.
+    spawn = multiprocessing.get_context("spawn")
     try:
-        path, truth, placed = cached_slide(args.cache, sources, size, args.tissue)
+        with ProcessPoolExecutor(1, mp_context=spawn) as builder:
+            path, truth, placed = builder.submit(
+                cached_slide, args.cache, sources, size, args.tissue
+            ).result()
     except ValueError as error:
         print(f"cannot lay {args.tissue:.0%} tissue on {size} px: {error}", file=sys.stderr)
         return 1
@@ -260,7 +273,15 @@ def _report(
             f"≥ {SPEED_UP:g}x: {_met(speed_up >= SPEED_UP)}",
         ],
     ]
-    rows.append(["worker CPU / (2 x s)", "-", efficiency, "-", "≥ 0.8 (single-tile speed)"])
+    rows.append(
+        [
+            f"workers' CPU s / ({workers} x s)",
+            "-",
+            efficiency,
+            f"{cpu:.1f} / ({workers} x {seconds:.1f})",
+            f"≥ {EFFICIENCY:g}: {_met(efficiency >= EFFICIENCY)}",
+        ]
+    )
     rows.append([f"nuclei (truth {len(truth):,})", len(loop.points), len(found), "-", "-"])
     rows.append(
         [
