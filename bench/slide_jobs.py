@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.slides import DEFAULT_DATA, _positions
+from bench.slides import DEFAULT_DATA, crop_positions
 from primaa.evaluation import score_points
 from primaa.execution.pool import ProcessPoolRunner
 from primaa.execution.tiling import TilingExecutor
@@ -43,7 +43,8 @@ from primaa.plugins.registry import load_registry
 from tests.support.slides import build_slide
 
 
-def _status_mb(pid: int | str, key: str = "VmHWM") -> float:
+def status_mb(pid: int | str, key: str = "VmHWM") -> float:
+    """A memory line of ``/proc/PID/status`` in MB (0 once the process is gone)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(f"{key}:"):
@@ -61,15 +62,20 @@ def _workers_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     """Start this process's VmHWM again from its current RSS (Linux: clear_refs 5)."""
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
 
 
-async def _job(
+async def run_slide_job(
     slide: Path, warm_image: Path, workers: int, tile_size: int, scratch: Path
 ) -> dict[str, object]:
+    """``poi_detection`` on ``slide`` through the pool under the tiling executor, warm workers.
+
+    Figures of the slide run alone (the warm-up excluded); ``worker_peaks`` is each
+    worker's VmHWM in MB, read before the pool closes.
+    """
     registry = load_registry()
     algorithm = registry.get("poi_detection")
     assert algorithm is not None
@@ -90,17 +96,16 @@ async def _job(
         warm = [Task(f"warm-{n}", "poi_detection", warm_image, parameters) for n in range(workers)]
         await asyncio.gather(*(tiling.run(task) for task in warm))
         start_up = time.perf_counter() - started
-        _reset_peak()
+        reset_peak()
         cpu = _workers_cpu_seconds()
         start = time.perf_counter()
         result = await tiling.run(Task("slide", "poi_detection", slide, parameters))
         seconds = time.perf_counter() - start
         cpu = _workers_cpu_seconds() - cpu
-        parent = _status_mb("self")
-        worker_peak = max(
-            (_status_mb(child.pid) for child in multiprocessing.active_children() if child.pid),
-            default=0.0,
-        )
+        parent = status_mb("self")
+        worker_peaks = [
+            status_mb(child.pid) for child in multiprocessing.active_children() if child.pid
+        ]
     finally:
         await pool.close()
     assert result.geometry is not None
@@ -111,7 +116,8 @@ async def _job(
         "megapixels": result.measurements["analysed_megapixels"],
         "tiles": result.measurements["tiles"],
         "found": np.asarray(result.geometry["coordinates"], np.float64).reshape(-1, 2),
-        "worker_peak": worker_peak,
+        "worker_peak": max(worker_peaks, default=0.0),
+        "worker_peaks": worker_peaks,
         "parent_peak": parent,
     }
 
@@ -139,14 +145,14 @@ def main() -> int:
             slide,
             size=(size, size),
             sources=sources,
-            positions=_positions(len(sources), size, seed=0),
+            positions=crop_positions(len(sources), size, seed=0),
             mpp=0.25,
         )
         warm_image = scratch / "warm.png"
         with Image.open(sources[0]) as crop:
             crop.convert("RGB").crop((0, 0, 256, 256)).save(warm_image)
         for workers in (1, 2):
-            run = asyncio.run(_job(slide, warm_image, workers, args.tile_size, scratch))
+            run = asyncio.run(run_slide_job(slide, warm_image, workers, args.tile_size, scratch))
             megapixels = float(run["megapixels"])  # type: ignore[arg-type]
             seconds = float(run["seconds"])  # type: ignore[arg-type]
             speeds[workers] = megapixels / seconds

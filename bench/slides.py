@@ -62,7 +62,7 @@ def _peak_rss() -> int:
     return 0
 
 
-def _positions(count: int, size: int, seed: int) -> list[tuple[int, int]]:
+def crop_positions(count: int, size: int, seed: int) -> list[tuple[int, int]]:
     """Crops in blocks of BLOCK x BLOCK side by side, the blocks scattered on glass."""
     side = BLOCK * CROP
     blocks = -(-count // (BLOCK * BLOCK))
@@ -156,7 +156,7 @@ def main() -> int:
             path,
             size=(size, size),
             sources=sources,
-            positions=_positions(len(sources), size, seed=0),
+            positions=crop_positions(len(sources), size, seed=0),
             mpp=0.5,
         )
         build = time.perf_counter() - start

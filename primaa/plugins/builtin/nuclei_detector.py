@@ -3,13 +3,15 @@
 The method, at a working resolution where a nucleus is about 11 px across:
 
 1. hematoxylin density by colour deconvolution (nuclei are the hematoxylin-rich objects);
-2. a foreground mask: smoothed hematoxylin above its Otsu threshold, with an absolute
-   floor so glass, stroma and pure eosin give (almost) no foreground;
+2. a foreground mask: smoothed hematoxylin above its Otsu threshold over the pixels
+   that are not glass, with an absolute floor so glass, stroma and pure eosin give
+   (almost) no foreground;
 3. a response that adds the mask's distance transform (high in the middle of a
    nucleus, splits touching ones) to a difference of Gaussians tuned to the nucleus
    size (a blob detector, robust where the mask is poor);
 4. local maxima of that response at least about half a diameter apart, inside the
-   mask, with an absolute minimum blob contrast.
+   mask, with an absolute minimum blob contrast, each moved to the centroid of the
+   mask around it; two that end within a quarter diameter are one nucleus.
 
 Outside the image counts as background for the distance transform, so a nucleus cut
 by the border is reported at the centre of its visible part, as annotators do.
@@ -24,6 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, hematoxylin_reduced
 
@@ -39,6 +42,13 @@ DISTANCE_SMOOTHING = 1.0
 #: Lowest foreground threshold in hematoxylin optical density (OD); dev-set Otsu is 0.47-0.62,
 #: dense eosin reaches about 0.2.
 MIN_MASK_THRESHOLD = 0.25
+#: Smoothed hematoxylin OD below this (glass, mostly) is left out of the Otsu histogram, so a
+#: slide tile that is mostly glass thresholds its tissue as the tissue alone would be. With
+#: the glass in, Otsu separates glass from tissue and lands on the floor above: a third more
+#: false nuclei in tissue next to glass. Such pale pixels are below the floor, never nuclei.
+GLASS_OD = 0.1
+#: Fewer pixels than this above GLASS_OD: no tissue to speak of, threshold the whole tile.
+MIN_TISSUE_SAMPLES = 256
 #: Lowest blob contrast (difference of Gaussians, OD) of a nucleus; dev-set nuclei are above 0.04.
 MIN_BLOB_CONTRAST = 0.03
 #: Weight of the blob contrast against the distance transform (in radii), per 0.05 OD.
@@ -49,6 +59,9 @@ RESPONSE_THRESHOLD = 0.4
 REFINE_RADIUS = 0.6
 #: Peaks closer than this fraction of the diameter are one nucleus.
 SUPPRESSION = 0.5
+#: Centres closer than this fraction of the diameter after recentring are one nucleus:
+#: two peaks of one blob can move to the same centroid.
+MERGE = 0.25
 
 
 def working_factor(diameter: float) -> int:
@@ -107,7 +120,9 @@ def detect_nuclei(
 
     smooth = gaussian(hema, MASK_SMOOTHING)
     # Every other pixel in each direction is plenty for a histogram, at a quarter of the cost.
-    otsu = otsu_threshold(smooth[::2, ::2])
+    sample = smooth[::2, ::2]
+    tissue = sample[sample > GLASS_OD]
+    otsu = otsu_threshold(tissue if tissue.size >= MIN_TISSUE_SAMPLES else sample)
     threshold = max(otsu, MIN_MASK_THRESHOLD) * (0.5 + 0.5 * strictness)
     mask = smooth > threshold
     if not mask.any():
@@ -136,7 +151,10 @@ def detect_nuclei(
     peaks &= mask
     peaks &= blob > MIN_BLOB_CONTRAST * strictness
     rows, cols = _plateau_centres(peaks)
+    strength = response[np.rint(rows).astype(np.intp), np.rint(cols).astype(np.intp)]
     rows, cols = _recentre(mask, rows, cols, REFINE_RADIUS * d)
+    keep = strongest_apart(np.column_stack([rows, cols]), strength, MERGE * d)
+    rows, cols = rows[keep], cols[keep]
     xs = (cols + 0.5) * factor - 0.5
     ys = (rows + 0.5) * factor - 0.5
     return np.column_stack([xs, ys])
@@ -168,6 +186,26 @@ def _recentre(
     new_rows = np.where(found, (inside * ys).sum(axis=1) / weight, rows)
     new_cols = np.where(found, (inside * xs).sum(axis=1) / weight, cols)
     return new_rows, new_cols
+
+
+def strongest_apart(
+    points: npt.NDArray[np.float64], strength: npt.NDArray[np.float32], radius: float
+) -> npt.NDArray[np.bool_]:
+    """Which points to keep so that none is within ``radius`` of a stronger kept one."""
+    keep = np.ones(len(points), np.bool_)
+    if len(points) < 2:
+        return keep
+    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    rank = np.empty(len(points), np.intp)
+    rank[np.argsort(-strength, kind="stable")] = np.arange(len(points))
+    stronger = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    weaker = pairs[:, 0] + pairs[:, 1] - stronger
+    for index in np.argsort(rank[stronger], kind="stable"):
+        if keep[stronger[index]]:
+            keep[weaker[index]] = False
+    return keep
 
 
 def gaussian(image: FloatImage, sigma: float) -> FloatImage:
