@@ -80,18 +80,41 @@ def _response(request: web.Request) -> web.StreamResponse:
 async def _send(
     request: web.Request, response: web.StreamResponse, chunks: Iterator[bytes]
 ) -> web.StreamResponse:
-    """Send what ``chunks`` yields, each one read or encoded in a thread."""
+    """Send what ``chunks`` yields, each one read or encoded in a thread.
+
+    A client that leaves cancels this handler while a chunk may still be read in its
+    thread: the generator is closed only once that read has returned (closing a running
+    generator is an error, "generator already executing").
+    """
     await response.prepare(request)
+    reading: asyncio.Future[object] | None = None
     try:
-        while (chunk := await asyncio.to_thread(next, chunks, _DONE)) is not _DONE:
+        while True:
+            reading = asyncio.ensure_future(asyncio.to_thread(next, chunks, _DONE))
+            chunk = await asyncio.shield(reading)
+            if chunk is _DONE:
+                break
             assert isinstance(chunk, bytes)
             await response.write(chunk)
     except ConnectionResetError:
         # The client went away mid-answer: nothing left to send, and nothing went wrong here.
         return response
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+        _close_after(chunks, reading)
     await response.write_eof()
     return response
+
+
+def _close_after(chunks: Iterator[bytes], reading: asyncio.Future[object] | None) -> None:
+    """Close ``chunks`` in a thread (it may close a file) once ``reading`` is done."""
+    close = getattr(chunks, "close", None)
+    if close is None:
+        return
+
+    def closed(_: object = None) -> None:
+        asyncio.get_running_loop().run_in_executor(None, close)
+
+    if reading is None or reading.done():
+        closed()
+    else:
+        reading.add_done_callback(closed)
