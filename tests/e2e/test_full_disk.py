@@ -57,16 +57,22 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-async def test_a_full_disk_is_507_then_everything_resumes(
-    small_disk: Path, image_server: ImageServer, tmp_path: Path
-) -> None:
+async def started(data_dir: Path, log_dir: Path) -> PrimaaServer:
+    """``primaa serve`` on ``data_dir`` with the test algorithms, answering."""
     server = PrimaaServer(
-        data_dir=small_disk / "data",
-        log_dir=tmp_path,
+        data_dir=data_dir,
+        log_dir=log_dir,
         port=free_port(),
         extra_env={"PRIMAA_PLUGINS": "tests.support.algorithms"},
     )
     await server.start()
+    return server
+
+
+async def test_a_full_disk_is_507_then_everything_resumes(
+    small_disk: Path, image_server: ImageServer, tmp_path: Path
+) -> None:
+    server = await started(small_disk / "data", tmp_path)
     try:
         async with client(server) as http:
             submission = {
@@ -142,13 +148,7 @@ async def test_an_image_that_cannot_be_spooled_is_fetched_again_once_space_retur
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "spool").symlink_to(small_disk, target_is_directory=True)
-    server = PrimaaServer(
-        data_dir=data_dir,
-        log_dir=tmp_path,
-        port=free_port(),
-        extra_env={"PRIMAA_PLUGINS": "tests.support.algorithms"},
-    )
-    await server.start()
+    server = await started(data_dir, tmp_path)
     try:
         async with client(server) as http:
             filler = fill(small_disk)
