@@ -48,6 +48,7 @@ def test_the_fallback_keeps_the_callers_default() -> None:
         {"n": 2**63 - 1, "x": 0.1234567890123456789},
         {"nested": [1, 2.5, None, True, "text with 12345678901234567890 in it"]},
         [float("nan")],
+        {"long": list(range(2000)), "n": 2**70},
     ],
 )
 def test_loads_reads_back_exactly_what_json_would(value: object) -> None:
