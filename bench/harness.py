@@ -139,6 +139,22 @@ def wait_ready(process: Process, path: str = "/health") -> None:
         time.sleep(0.1)
 
 
+def wait_settled(pid: int, *, quiet: float = 0.05, within: float = 30.0) -> None:
+    """Wait until the service and its workers use under ``quiet`` CPU seconds in half a second.
+
+    ``/health`` answers before the worker processes have imported their plugins (a
+    second of CPU each): measured meanwhile, a run pays their start-up as work per job.
+    """
+    deadline = time.monotonic() + within
+    before = sum(cpu_seconds(member) for member in [pid, *group_pids(pid)])
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(cpu_seconds(member) for member in [pid, *group_pids(pid)])
+        if now - before < quiet:
+            return
+        before = now
+
+
 @contextlib.contextmanager
 def primaa_serve(
     data_dir: Path,
@@ -180,6 +196,7 @@ def primaa_serve(
     process = Process(_spawn(command, env, log_path, repo), f"http://127.0.0.1:{port}", log_path)
     try:
         wait_ready(process)
+        wait_settled(process.pid)
         yield process
     finally:
         process.stop()

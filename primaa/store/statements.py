@@ -231,6 +231,7 @@ JOB_WITH_DELIVERIES: Final = (
     .order_by(deliveries.c.created_at, *_ATTEMPT_ORDER)
 )
 _DUE_ORDER: Final = (deliveries.c.next_attempt_at, deliveries.c.created_at)
+_DELIVERY_PENDING: Final = DeliveryStatus.PENDING.value
 #: The ``limit`` deliveries due first, for the outbox.
 DUE: Final = deliveries_with_attempts(
     deliveries.c.delivery_id.in_(
@@ -294,69 +295,112 @@ def claim_deliveries_statement(dialect: str) -> sa.Update:
     leaving out receivers that already have ``per_host`` deliveries in flight.
 
     A claim is in flight until it expires (``claim_expires_at >= now``), whoever holds
-    it: a host's count covers every process. Within one statement a host gets at
-    most its free places (``row_number`` over the host's due deliveries). PostgreSQL
-    locks the picked rows with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take
-    different deliveries; two claimers may then each give a host its free places, so
-    across N replicas a host has at most N x ``per_host`` in flight for a moment.
-    SQLite: one writer at a time, so the statement alone is atomic.
+    it: a host's count covers every process. The statement walks indexes only, never a
+    receiver's backlog: a loose index scan finds each host with a pending delivery
+    (``hosts``), then a chain of index seeks takes up to ``per_host`` of its due
+    deliveries in order (``queue``, with their places), and the in-flight count of a
+    host is a range of its claimed rows. A claim thus costs about hosts x ``per_host``
+    seeks however many deliveries wait: ranking every due row instead made each claim
+    cost 5 us per waiting delivery on SQLite (2.6 ms behind a 500-delivery backlog),
+    and the outbox claims once per delivery sent.
+
+    PostgreSQL locks the picked rows with ``FOR UPDATE SKIP LOCKED``, so concurrent
+    claimers take different deliveries; two claimers may then each give a host its free
+    places, so across N replicas a host has at most N x ``per_host`` in flight for a
+    moment. SQLite: one writer at a time, so the statement alone is atomic.
     """
     now = sa.bindparam("now", type_=sa.Double)
-    pending = deliveries.c.status == DeliveryStatus.PENDING.value
-    active = (
-        sa.select(deliveries.c.host, sa.func.count().label("in_flight"))
-        .where(pending, deliveries.c.claim_expires_at >= now)
-        .group_by(deliveries.c.host)
-        .cte("active")
-    )
+    per_host = sa.bindparam("per_host", type_=sa.Integer)
 
     def due_in(table: sa.FromClause) -> sa.ColumnElement[bool]:
         return sa.and_(
-            table.c.status == DeliveryStatus.PENDING.value,
+            table.c.status == _DELIVERY_PENDING,
             table.c.next_attempt_at <= now,
             sa.or_(table.c.claim_expires_at.is_(None), table.c.claim_expires_at < now),
         )
 
-    due = due_in(deliveries)
-    ranked = (
-        sa.select(
-            deliveries.c.delivery_id,
-            deliveries.c.host,
-            *_DUE_ORDER,
-            sa.func.row_number()
-            .over(partition_by=deliveries.c.host, order_by=(*_DUE_ORDER, deliveries.c.delivery_id))
-            .label("place"),
+    def due_order(table: sa.FromClause) -> tuple[sa.ColumnElement[Any], ...]:
+        return (table.c.next_attempt_at, table.c.created_at, table.c.delivery_id)
+
+    def first_host(after: sa.ColumnElement[Any] | None) -> sa.ScalarSelect[Any]:
+        probe = deliveries.alias("probe")
+        where = [probe.c.status == _DELIVERY_PENDING]
+        if after is not None:
+            where.append(probe.c.host > after)
+        return sa.select(sa.func.min(probe.c.host)).where(*where).scalar_subquery()
+
+    hosts = sa.select(first_host(None).label("host")).cte("hosts", recursive=True)
+    hosts = hosts.union_all(sa.select(first_host(hosts.c.host)).where(hosts.c.host.is_not(None)))
+
+    def next_due(host: sa.ColumnElement[Any], after: sa.ColumnElement[Any] | None) -> Any:
+        queued = deliveries.alias("queued")
+        where = [queued.c.host == host, due_in(queued)]
+        if after is not None:
+            previous = deliveries.alias("previous")
+            where.append(
+                sa.tuple_(*due_order(queued))
+                > sa.select(*due_order(previous))
+                .where(previous.c.delivery_id == after)
+                .correlate_except(previous)
+                .scalar_subquery()
+            )
+        return (
+            sa.select(queued.c.delivery_id)
+            .where(*where)
+            .order_by(*due_order(queued))
+            .limit(1)
+            .scalar_subquery()
         )
-        .where(due)
-        .cte("ranked")
+
+    queue = (
+        sa.select(
+            hosts.c.host,
+            next_due(hosts.c.host, None).label("delivery_id"),
+            sa.literal(1, sa.Integer).label("place"),
+        )
+        .where(hosts.c.host.is_not(None))
+        .cte("queue", recursive=True)
+    )
+    queue = queue.union_all(
+        sa.select(
+            queue.c.host,
+            next_due(queue.c.host, queue.c.delivery_id),
+            queue.c.place + 1,
+        ).where(queue.c.delivery_id.is_not(None), queue.c.place < per_host)
+    )
+    flying = deliveries.alias("flying")
+    in_flight = (
+        sa.select(sa.func.count())
+        .where(
+            flying.c.status == _DELIVERY_PENDING,
+            flying.c.host == queue.c.host,
+            flying.c.claim_expires_at >= now,
+        )
+        .scalar_subquery()
     )
     locked = deliveries.alias("locked")
     picked = (
         sa.select(locked.c.delivery_id)
-        .select_from(
-            locked.join(ranked, ranked.c.delivery_id == locked.c.delivery_id).outerjoin(
-                active, active.c.host == ranked.c.host
-            )
-        )
-        .where(
-            ranked.c.place + sa.func.coalesce(active.c.in_flight, 0) <= sa.bindparam("per_host"),
-            # Checked again on the locked row: one another claimer took since the
-            # snapshot is passed over, and the limit goes on to the next.
-            due_in(locked),
-        )
-        .order_by(ranked.c.next_attempt_at, ranked.c.created_at, ranked.c.delivery_id)
+        .select_from(locked.join(queue, queue.c.delivery_id == locked.c.delivery_id))
+        .where(queue.c.place + in_flight <= per_host)
+        .order_by(*due_order(locked))
         .limit(sa.bindparam("limit"))
     )
     update = deliveries.update().values(
         claimed_by=sa.bindparam("holder"), claim_expires_at=sa.bindparam("expires")
     )
     if dialect == "postgresql":
+        # Checked again on the locked row: one another claimer took since the snapshot
+        # is passed over, and the limit goes on to the next.
         chosen = (
-            picked.with_for_update(skip_locked=True, of=locked)
+            picked.where(due_in(locked))
+            .with_for_update(skip_locked=True, of=locked)
             .cte("picked")
             .prefix_with("MATERIALIZED")
         )
-        update = update.where(deliveries.c.delivery_id == chosen.c.delivery_id)
+        update = update.where(deliveries.c.delivery_id == chosen.c.delivery_id, due_in(deliveries))
     else:
+        # One writer at a time: the queue is due as read. Checking it again would lead
+        # SQLite's planner to scan the due rows instead of seeking the picked ones.
         update = update.where(deliveries.c.delivery_id.in_(picked.scalar_subquery()))
-    return update.where(due).returning(deliveries.c.delivery_id)
+    return update.returning(deliveries.c.delivery_id)

@@ -95,6 +95,16 @@ deliveries = sa.Table(
     sa.Column("claim_expires_at", sa.Double),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_job_id_created_at", "job_id", "created_at"),
+    # A claim seeks each receiver's due deliveries in order, and counts its claimed ones.
+    sa.Index(
+        "ix_deliveries_status_host_due",
+        "status",
+        "host",
+        "next_attempt_at",
+        "created_at",
+        "delivery_id",
+    ),
+    sa.Index("ix_deliveries_status_host_claim", "status", "host", "claim_expires_at"),
 )
 
 #: One row per attempt: appending is an INSERT, never a read-modify-write of a list.

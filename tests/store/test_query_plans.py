@@ -48,3 +48,55 @@ def test_per_request_reads_search_an_index(database: Path, name: str) -> None:
         connection.close()
     assert plan
     assert not [step for step in plan if step.startswith(("SCAN", "MATERIALIZE"))], plan
+
+
+def _claim_steps(database: Path, backlog: int) -> tuple[int, list[str]]:
+    """SQLite VM steps (a count, not a time) of one delivery claim, behind ``backlog``
+    due deliveries to a receiver that has its ``per_host`` in flight, with one due
+    delivery to another receiver; and the ids claimed."""
+    compiled = st.claim_deliveries_statement("sqlite").compile(dialect=sqlite.dialect())
+    now = 1000.0
+    values = {"holder": "me", "now": now, "expires": now + 15, "limit": 16, "per_host": 4}
+    params = compiled.construct_params(values)
+    connection = sqlite3.connect(database, isolation_level=None)
+    try:
+        connection.execute("PRAGMA foreign_keys = OFF")
+        connection.execute("DELETE FROM deliveries")
+        rows = [
+            (f"slow-{n:05d}", "slow:80", now - backlog + n, "other" if n < 4 else None, now + 10)
+            for n in range(backlog + 4)
+        ] + [("fast-1", "fast:80", now, None, None)]
+        connection.executemany(
+            "INSERT INTO deliveries (delivery_id, job_id, url, payload, status, next_attempt_at,"
+            " created_at, host, claimed_by, claim_expires_at)"
+            " VALUES (?, 'job', 'http://x', '{}', 'Pending', ?, 0, ?, ?, ?)",
+            [(i, t, host, by, exp if by else None) for i, host, t, by, exp in rows],
+        )
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        connection.set_progress_handler(count, 100)
+        connection.execute("BEGIN")
+        claimed = [
+            row[0]
+            for row in connection.execute(
+                compiled.string, [params[key] for key in compiled.positiontup or ()]
+            )
+        ]
+        connection.execute("ROLLBACK")
+        return steps, claimed
+    finally:
+        connection.close()
+
+
+def test_a_delivery_claim_costs_the_same_behind_a_long_backlog(database: Path) -> None:
+    """The outbox claims once per delivery sent: a claim that ranked every due delivery
+    made a backlog behind one slow receiver quadratic to drain."""
+    short_steps, short_claimed = _claim_steps(database, 20)
+    long_steps, long_claimed = _claim_steps(database, 2000)
+    assert short_claimed == long_claimed == ["fast-1"]
+    assert long_steps < 2 * short_steps + 10, (short_steps, long_steps)
