@@ -48,7 +48,6 @@ from primaa.store.rows import (
 )
 from primaa.store.sql_engine import store_url
 from primaa.store.sqlite_access import SqliteAccess
-from primaa.store.tables import deliveries, delivery_attempts, jobs, results
 
 T = TypeVar("T")
 
@@ -106,7 +105,7 @@ class SqlStore:
     async def create(self, job: Job) -> None:
         row = job_row(job)
         try:
-            await self.run(lambda conn: conn.execute(jobs.insert(), row))
+            await self.run(lambda conn: conn.execute(st.INSERT_JOB, row))
         except IntegrityError as exc:
             raise ValueError(f"job {job.job_id} already exists") from exc
 
@@ -237,7 +236,7 @@ class SqlStore:
                 held = f" leased to {lease_owner}" if lease_owner is not None else ""
                 raise StaleJob(f"job {job.job_id} is no longer {expected}{held}")
             if geojson is not None:
-                conn.execute(results.insert(), {"job_id": job.job_id, "geojson": geojson})
+                conn.execute(st.INSERT_RESULT, {"job_id": job.job_id, "geojson": geojson})
             if delivery is not None:
                 _insert_delivery(conn, delivery)
 
@@ -323,7 +322,7 @@ class SqlStore:
                 ):
                     raise LostClaim(delivery_id)
                 raise KeyError(delivery_id)
-            conn.execute(delivery_attempts.insert(), attempt_row(delivery_id, attempt))
+            conn.execute(st.INSERT_ATTEMPT, attempt_row(delivery_id, attempt))
 
         await self.run(record)
 
@@ -353,9 +352,9 @@ class SqlStore:
 
 
 def _insert_delivery(conn: Connection, delivery: Delivery) -> None:
-    conn.execute(deliveries.insert(), delivery_row(delivery))
+    conn.execute(st.INSERT_DELIVERY, delivery_row(delivery))
     if delivery.attempts:
         conn.execute(
-            delivery_attempts.insert(),
+            st.INSERT_ATTEMPT,
             [attempt_row(delivery.delivery_id, a) for a in delivery.attempts],
         )

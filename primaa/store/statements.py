@@ -16,6 +16,13 @@ from primaa.store.common import EXPIRED_ERROR
 from primaa.store.tables import deliveries, delivery_attempts, jobs, results
 
 _PENDING: Final = JobStatus.PENDING.value
+
+# Built once: a fresh ``table.insert()`` per call costs SQLAlchemy a cache key each
+# time (65-95 us of a job's 4 ms of service CPU, per insert).
+INSERT_JOB: Final = jobs.insert()
+INSERT_RESULT: Final = results.insert()
+INSERT_DELIVERY: Final = deliveries.insert()
+INSERT_ATTEMPT: Final = delivery_attempts.insert()
 _RUNNING: Final = JobStatus.RUNNING.value
 
 GET_JOB: Final = sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
