@@ -3,7 +3,10 @@ the store, and a test database of a few rows would never show it."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,9 @@ from sqlalchemy.dialects import sqlite
 
 from primaa.store import statements as st
 from primaa.store.sql import SqlStore
+
+POSTGRES_ENV = "PRIMAA_TEST_POSTGRES_URL"
+NO_POSTGRES = f"{POSTGRES_ENV} not set: no PostgreSQL server to test against"
 
 #: What ``GET /status/{id}``, ``GET /jobs/{id}`` and ``GET /jobs/{id}/result`` read.
 PER_REQUEST = {
@@ -100,3 +106,78 @@ def test_a_delivery_claim_costs_the_same_behind_a_long_backlog(database: Path) -
     long_steps, long_claimed = _claim_steps(database, 2000)
     assert short_claimed == long_claimed == ["fast-1"]
     assert long_steps < 2 * short_steps + 10, (short_steps, long_steps)
+
+
+def _claim_sql(dialect: sa.Dialect) -> str:
+    """The claim with its parameters written in (EXPLAIN takes no bound parameters)."""
+    now = 1000.0
+    values = {"holder": "me", "now": now, "expires": now + 15, "limit": 16, "per_host": 4}
+    compiled = st.claim_deliveries_statement(dialect.name).compile(dialect=dialect)
+    sql = compiled.string
+    for name, value in compiled.construct_params(values).items():
+        literal = f"'{value}'" if isinstance(value, str) else repr(value)
+        sql = sql.replace(f"%({name})s", literal)
+    return sql
+
+
+def _backlog_sql(backlog: int) -> str:
+    """``backlog`` due deliveries to a receiver with 4 in flight, one due to another."""
+    return (
+        "INSERT INTO deliveries (delivery_id, job_id, url, payload, status, next_attempt_at,"
+        " created_at, host, claimed_by, claim_expires_at)"
+        " SELECT 'slow-' || lpad(g::text, 6, '0'), 'job', 'http://x', '{}', 'Pending',"
+        " 1000 - 5000 + g, 0, 'slow:80', CASE WHEN g < 4 THEN 'other' END,"
+        f" CASE WHEN g < 4 THEN 1010 END FROM generate_series(0, {backlog + 3}) g;"
+        " INSERT INTO deliveries (delivery_id, job_id, url, payload, status, next_attempt_at,"
+        " created_at, host) VALUES ('fast-1', 'job', 'http://x', '{}', 'Pending', 1000, 0,"
+        " 'fast:80'); ANALYZE deliveries"
+    )
+
+
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=NO_POSTGRES)
+async def test_a_postgresql_delivery_claim_reads_the_same_pages_behind_a_long_backlog() -> None:
+    """PostgreSQL's planner, misled by the recursive CTEs' estimates, once joined them to
+    a scan of the table: the claim read every due delivery (29 ms behind 2,000)."""
+    import asyncpg
+    from sqlalchemy.dialects import postgresql
+
+    from primaa.store.tables import metadata
+
+    dialect = postgresql.dialect()
+    ddl = [
+        str(sa.schema.CreateTable(table).compile(dialect=dialect))
+        for table in metadata.sorted_tables
+    ]
+    ddl += [
+        str(sa.schema.CreateIndex(index).compile(dialect=dialect))
+        for table in metadata.sorted_tables
+        for index in table.indexes
+    ]
+    url = os.environ[POSTGRES_ENV].replace("postgresql+asyncpg://", "postgresql://")
+    connection = await asyncpg.connect(url)
+    schema = f"claim_plan_{uuid.uuid4().hex[:8]}"
+    pages: dict[int, int] = {}
+    try:
+        for backlog in (20, 2000):
+            await connection.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+            for statement in ddl:
+                await connection.execute(statement)
+            await connection.execute("SET session_replication_role = replica")
+            await connection.execute(_backlog_sql(backlog))
+            plan = await connection.fetchval(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {_claim_sql(dialect)}"
+            )
+            claimed = await connection.fetch(
+                "SELECT delivery_id FROM deliveries WHERE claimed_by = 'me'"
+            )
+            assert [row["delivery_id"] for row in claimed] == ["fast-1"]
+            pages[backlog] = _pages_read(json.loads(plan)[0]["Plan"])
+            await connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await connection.close()
+    assert pages[2000] < 2 * pages[20] + 10, pages
+
+
+def _pages_read(plan: dict[str, object]) -> int:
+    return int(str(plan["Shared Hit Blocks"])) + int(str(plan["Shared Read Blocks"]))
