@@ -5,7 +5,8 @@ CPU-bound algorithms, 2 % of one I/O-bound one) and the claims a dispatcher make
 all algorithms (one process holding any job), the CPU-bound ones, the I/O-bound
 one, and every algorithm but the CPU-bound ones (the I/O-bound and any this
 process does not know), also when none of those are Pending. Each claim takes
-jobs (2 or 16) and is timed ``--repeat`` times; the table gives the median.
+jobs (2 or 16) and is timed ``--repeat`` times, and so is a sweep of expired
+leases that finds none (``requeue_expired``); the table gives the medians.
 
     python -m bench.claims [--backlog N] [--repeat N] [--postgres URL]
 """
@@ -77,6 +78,16 @@ async def _timed(
     return statistics.median(times) * 1000
 
 
+async def _sweep(store: SqlStore, repeat: int) -> float:
+    """A lease sweep that finds nothing expired, among the jobs the claims took."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await store.requeue_expired(now=T0 + 1e6 + 1, max_attempts=3)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 async def _measure(url: str, backlog: int, repeat: int) -> list[object]:
     store = SqlStore(url)
     await store.open()
@@ -99,6 +110,7 @@ async def _measure(url: str, backlog: int, repeat: int) -> list[object]:
             )
         )
         row.append(f"{await _timed(store, AlgorithmFilter(CPU, excluding=True), 16, repeat):.2f}")
+        row.append(f"{await _sweep(store, repeat):.2f}")
         return row
     finally:
         await store.close()
@@ -124,6 +136,7 @@ async def _run(backlog: int, repeat: int, admin_url: str) -> None:
             "I/O-bound, 16",
             "all but CPU-bound, 16",
             "same, none Pending",
+            "lease sweep, none expired",
         ],
         rows,
     )

@@ -36,7 +36,8 @@ class DispatchPolicy:
     plan: ClaimPlan
     lease_seconds: float
     max_attempts: int
-    #: How often leases are renewed, progress flushed and expired leases swept.
+    #: How often progress is flushed and, on a store shared by replicas, expired leases
+    #: swept (leases are renewed every ``lease_seconds / 3``).
     housekeeping_interval: float = 1.0
     #: Seconds between claims when nothing wakes the claim loop (a fallback: new jobs,
     #: freed room and, between replicas, store notifications wake it).
@@ -151,7 +152,8 @@ class Dispatcher:
                 if running.progress_dirty:
                     running.progress_dirty = False
                     await self._store.set_progress(running.job_id, running.progress_percent)
-            if now - last_renewal >= self._policy.lease_seconds / 3:
+            renewal = now - last_renewal >= self._policy.lease_seconds / 3
+            if renewal:
                 last_renewal = now
                 if held := self._running.ids():
                     await self._store.renew(
@@ -160,6 +162,10 @@ class Dispatcher:
                         lease_seconds=self._policy.lease_seconds,
                         now=now,
                     )
+            if renewal or not self._store.exclusive:
+                # Shared by replicas: swept every interval, so a dead replica's jobs
+                # are back at most one interval after their lease ends, not a third
+                # of a lease. A store this process owns only has leases it renews.
                 await self._requeue_expired(now)
             if self._images is not None:
                 await self._images.sweep()
