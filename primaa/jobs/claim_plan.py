@@ -41,10 +41,6 @@ class ClaimPlan:
         )
         return cls(cpu_algorithms=cpu, cpu_capacity=2 * cpu_slots, other_capacity=io_slots)
 
-    @property
-    def capacity(self) -> int:
-        return self.cpu_capacity + self.other_capacity
-
     def claims(self, held: Iterable[str]) -> list[tuple[AlgorithmFilter, int]]:
         """The claims to make now, given the algorithms of the jobs held: each kind's
         filter and its free room (none for a kind without room)."""

@@ -54,7 +54,8 @@ class Deleted:
 @dataclasses.dataclass(frozen=True, slots=True)
 class AlgorithmFilter:
     """Which Pending jobs a claim may take, by algorithm: those named, or with
-    ``excluding`` every other one (the jobs of algorithms this process does not know)."""
+    ``excluding`` every other one (known or not: a dispatcher's claim of all but its
+    CPU-bound algorithms also takes the jobs it will fail as unknown)."""
 
     names: frozenset[str]
     excluding: bool = False
