@@ -8,7 +8,9 @@ once a third of the callbacks are in, and waits for every callback. It prints:
 * jobs called back, and callbacks received more than once (duplicates);
 * the jobs the dead replica held (they ran more than once), and when the last of
   them started again, finished and was called back, counted from the kill;
-* processes of the killed replica still alive 5 s after the kill (orphans).
+* processes of the killed replica still alive 5 s after the kill (orphans);
+* under the table, when the survivor requeued them (its ``jobs_requeued`` log
+  lines) and the span of their claims (``started_at``) and ends (``finished_at``).
 
 How soon an idle replica starts a job submitted to a busy one is
 ``bench/wakeups.py``'s measure.
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -83,8 +86,11 @@ async def _submit(
 
 async def kill_one(
     repo: Path, admin_url: str, plugin_dir: Path, tmp: Path, jobs: int
-) -> list[object]:
-    """``jobs`` jobs over two replicas; one killed -9 when a third are called back."""
+) -> tuple[list[object], str]:
+    """``jobs`` jobs over two replicas; one killed -9 when a third are called back.
+
+    Returns the table's row and the orphans' timeline, in seconds after the kill.
+    """
     async with (
         scratch_database(admin_url, "primaa_bench") as database_url,
         Loopback([tiny_png()]).serving() as loopback,
@@ -105,6 +111,8 @@ async def kill_one(
             complete = await loopback.wait(180)
             ran_twice = []
             restarted = finished = killed_wall
+            claims: list[float] = []
+            ends: list[float] = []
             for seq, job_id in ids.items():
                 async with http.get(f"{survivor.url}/jobs/{job_id}") as response:
                     job = await response.json()
@@ -112,6 +120,8 @@ async def kill_one(
                     ran_twice.append(seq)
                     restarted = max(restarted, _seconds(job["started_at"]))
                     finished = max(finished, _seconds(job["finished_at"]))
+                    claims.append(_seconds(job["started_at"]) - killed_wall)
+                    ends.append(_seconds(job["finished_at"]) - killed_wall)
             last = max((loopback.arrived[s] for s in ran_twice if s in loopback.arrived), default=0)
             duplicates = sum(n - 1 for n in loopback.received.values())
             # Two different messages for one job would be two final outcomes; the same
@@ -124,7 +134,15 @@ async def kill_one(
                 if ran_twice and complete
                 else "-"
             )
-            return [
+            requeues = ", ".join(
+                f"{count} at {at - killed_wall:.1f}"
+                for at, count in _requeues(survivor.log_path)
+                if at > killed_wall
+            )
+            timeline = (
+                f"requeued {requeues or '-'}; claimed again {_span(claims)}; finished {_span(ends)}"
+            )
+            row: list[object] = [
                 f"{len(loopback.arrived)}/{jobs}",
                 failed,
                 f"{duplicates} ({distinct})",
@@ -132,6 +150,21 @@ async def kill_one(
                 recovered,
                 len(orphans),
             ]
+            return row, timeline
+
+
+def _requeues(log_path: Path) -> list[tuple[float, int]]:
+    """When a replica put jobs whose lease expired back to Pending, and how many."""
+    found = []
+    for line in log_path.read_text().splitlines():
+        if '"jobs_requeued"' in line:
+            event = json.loads(line)
+            found.append((_seconds(event["timestamp"].replace("Z", "+00:00")), event["count"]))
+    return found
+
+
+def _span(seconds: list[float]) -> str:
+    return f"{min(seconds):.1f}-{max(seconds):.1f} s" if seconds else "-"
 
 
 def _alive(pid: int) -> bool:
@@ -150,13 +183,15 @@ async def _run(quick: bool, base: Path | None, admin_url: str) -> None:
     jobs = 120 if quick else 300
     targets = [("this checkout", REPO)] + ([("base", base)] if base else [])
     kill_rows: list[list[object]] = []
+    timelines: list[str] = []
     with scratch_dir("replicas") as tmp:
         plugin_dir = tmp / "plugin"
         plugin_dir.mkdir()
         shutil.copy(REPO / "bench" / "plugin.py", plugin_dir / f"{PLUGIN_MODULE}.py")
         for name, repo in targets:
-            row = await kill_one(repo, admin_url, plugin_dir, tmp / f"kill-{name}", jobs)
+            row, timeline = await kill_one(repo, admin_url, plugin_dir, tmp / f"kill-{name}", jobs)
             kill_rows.append([name, *row])
+            timelines.append(f"{name}: the killed replica's jobs {timeline} after the kill")
     print_table(
         f"Two replicas on PostgreSQL, 1 worker each, {jobs} x bench_sleep 0.2 s, "
         "one replica killed -9 after a third",
@@ -171,6 +206,7 @@ async def _run(quick: bool, base: Path | None, admin_url: str) -> None:
         ],
         kill_rows,
     )
+    print("\n".join(timelines))
     print(
         "target: all called back, 0 duplicates, orphaned jobs finished <= 15 s, 0 orphans;"
         " the kill comes from the receiver's handler of the last callback before it answers,"

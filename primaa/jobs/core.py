@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from primaa.jobs.admission import Admission
+from primaa.jobs.claim_plan import ClaimPlan
 from primaa.jobs.dispatcher import Dispatcher, DispatchPolicy
 from primaa.jobs.images import JobImages
 from primaa.jobs.large_results import LargeResults
@@ -127,8 +128,11 @@ def build_jobs_core(
         outcomes=outcomes,
         admission=admission,
         policy=DispatchPolicy(
-            # Twice the workers, so the next jobs fetch their images while others run.
-            capacity=2 * policy.cpu_slots + policy.io_slots,
+            plan=ClaimPlan.of(
+                {name: entry.algorithm for name, entry in registry.algorithms.items()},
+                cpu_slots=policy.cpu_slots,
+                io_slots=policy.io_slots,
+            ),
             lease_seconds=policy.lease_seconds,
             max_attempts=policy.max_attempts,
             housekeeping_interval=policy.housekeeping_interval,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import structlog
 
 from primaa.jobs.admission import Admission
+from primaa.jobs.claim_plan import ClaimPlan
 from primaa.jobs.images import JobImages
 from primaa.jobs.large_results import LargeResults
 from primaa.jobs.model import Job
@@ -31,11 +32,12 @@ log = structlog.get_logger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DispatchPolicy:
-    #: Jobs this process holds at once (running, fetching or waiting for a slot).
-    capacity: int
+    #: Jobs of each kind this process holds at once (running, fetching or waiting for a slot).
+    plan: ClaimPlan
     lease_seconds: float
     max_attempts: int
-    #: How often leases are renewed, progress flushed and expired leases swept.
+    #: How often progress is flushed and, on a store shared by replicas, expired leases
+    #: swept (leases are renewed every ``lease_seconds / 3``).
     housekeeping_interval: float = 1.0
     #: Seconds between claims when nothing wakes the claim loop (a fallback: new jobs,
     #: freed room and, between replicas, store notifications wake it).
@@ -90,17 +92,19 @@ class Dispatcher:
             await self._requeue_expired(float("inf"))
 
     async def run(self) -> None:
-        """Claim Pending jobs while there is room; sleep until woken or polled."""
+        """Claim Pending jobs of each kind while there is room for it; sleep until woken
+        or polled."""
         while not self._stopping:
             self._wakeup.clear()
-            free = self._policy.capacity - len(self._running)
-            claimed: list[Job] = []
-            if free > 0:
+            more = False
+            held = [running.job.algorithm for running in self._running]
+            for algorithms, room in self._policy.plan.claims(held):
                 claimed = await self._store.claim(
                     lease_owner=self.lease_owner,
                     lease_seconds=self._policy.lease_seconds,
-                    limit=free,
+                    limit=room,
                     now=self._clock(),
+                    algorithms=algorithms,
                 )
                 if self._stopping:
                     # The drain began during the claim: these never started.
@@ -109,7 +113,9 @@ class Dispatcher:
                     return
                 for job in claimed:
                     self._start(job)
-            if len(claimed) < free or free <= 0:
+                # A full claim may have left more of its kind Pending: claim again.
+                more = more or len(claimed) == room
+            if not more:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._policy.poll_interval)
 
@@ -146,7 +152,8 @@ class Dispatcher:
                 if running.progress_dirty:
                     running.progress_dirty = False
                     await self._store.set_progress(running.job_id, running.progress_percent)
-            if now - last_renewal >= self._policy.lease_seconds / 3:
+            renewal = now - last_renewal >= self._policy.lease_seconds / 3
+            if renewal:
                 last_renewal = now
                 if held := self._running.ids():
                     await self._store.renew(
@@ -155,6 +162,10 @@ class Dispatcher:
                         lease_seconds=self._policy.lease_seconds,
                         now=now,
                     )
+            if renewal or not self._store.exclusive:
+                # Shared by replicas: swept every interval, so a dead replica's jobs
+                # are back at most one interval after their lease ends, not a third
+                # of a lease. A store this process owns only has leases it renews.
                 await self._requeue_expired(now)
             if self._images is not None:
                 await self._images.sweep()

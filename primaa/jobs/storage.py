@@ -51,6 +51,19 @@ class Deleted:
     result: Mapping[str, Any] | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AlgorithmFilter:
+    """Which Pending jobs a claim may take, by algorithm: those named, or with
+    ``excluding`` every other one (known or not: a dispatcher's claim of all but its
+    CPU-bound algorithms also takes the jobs it will fail as unknown)."""
+
+    names: frozenset[str]
+    excluding: bool = False
+
+    def admits(self, algorithm: str) -> bool:
+        return (algorithm in self.names) != self.excluding
+
+
 class StaleJob(Exception):
     """The job was not in the expected state: someone else moved it first."""
 
@@ -100,9 +113,20 @@ class JobStore(Protocol):
         """
 
     async def claim(
-        self, *, lease_owner: str, lease_seconds: float, limit: int, now: float
+        self,
+        *,
+        lease_owner: str,
+        lease_seconds: float,
+        limit: int,
+        now: float,
+        algorithms: AlgorithmFilter | None = None,
     ) -> builtins.list[Job]:
-        """Move up to ``limit`` of the oldest Pending jobs to Running, leased to ``lease_owner``."""
+        """Move up to ``limit`` of the oldest Pending jobs to Running, leased to ``lease_owner``.
+
+        With ``algorithms``, only jobs it admits, still oldest first; the SQL stores
+        read at most ``limit`` jobs of each admitted algorithm from an index, however
+        many Pending jobs of the others wait.
+        """
 
     async def renew(
         self, job_ids: Sequence[str], *, lease_owner: str, lease_seconds: float, now: float

@@ -25,7 +25,14 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import Deleted, JobPage, LostClaim, Requeued, StaleJob
+from primaa.jobs.storage import (
+    AlgorithmFilter,
+    Deleted,
+    JobPage,
+    LostClaim,
+    Requeued,
+    StaleJob,
+)
 from primaa.store.common import (
     EXPIRED_ERROR,
     check_limit,
@@ -107,10 +114,21 @@ class MemoryStore:
         return JobPage(jobs=page, next_cursor=next_cursor)
 
     async def claim(
-        self, *, lease_owner: str, lease_seconds: float, limit: int, now: float
+        self,
+        *,
+        lease_owner: str,
+        lease_seconds: float,
+        limit: int,
+        now: float,
+        algorithms: AlgorithmFilter | None = None,
     ) -> builtins.list[Job]:
         pending = sorted(
-            (job for job in self._jobs.values() if job.status is JobStatus.PENDING),
+            (
+                job
+                for job in self._jobs.values()
+                if job.status is JobStatus.PENDING
+                and (algorithms is None or algorithms.admits(job.algorithm))
+            ),
             key=lambda job: (job.created_at, job.job_id),
         )
         claimed = []

@@ -30,8 +30,16 @@ from primaa.jobs.model import (
     JobStatus,
     check_transition,
 )
-from primaa.jobs.storage import Deleted, JobPage, LostClaim, Requeued, StaleJob
+from primaa.jobs.storage import (
+    AlgorithmFilter,
+    Deleted,
+    JobPage,
+    LostClaim,
+    Requeued,
+    StaleJob,
+)
 from primaa.store import statements as st
+from primaa.store.claims import Claims
 from primaa.store.common import check_limit, decode_cursor, encode_cursor
 from primaa.store.postgres_access import PostgresAccess
 from primaa.store.rows import (
@@ -86,7 +94,7 @@ class SqlStore:
             if self.exclusive
             else PostgresAccess(self.url, engine_options)
         )
-        self._claim = st.claim_statement(self.dialect)
+        self._claims = Claims(self.dialect)
         self._claim_deliveries = st.claim_deliveries_statement(self.dialect)
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
@@ -144,7 +152,13 @@ class SqlStore:
         return JobPage(jobs=page, next_cursor=next_cursor)
 
     async def claim(
-        self, *, lease_owner: str, lease_seconds: float, limit: int, now: float
+        self,
+        *,
+        lease_owner: str,
+        lease_seconds: float,
+        limit: int,
+        now: float,
+        algorithms: AlgorithmFilter | None = None,
     ) -> builtins.list[Job]:
         if limit <= 0:
             return []
@@ -155,7 +169,7 @@ class SqlStore:
             "now": now,
         }
         claimed = jobs_from_rows(
-            await self.run(lambda conn: Rows.of(conn.execute(self._claim, params)))
+            await self.run(lambda conn: self._claims.run(conn, algorithms, params))
         )
         claimed.sort(key=lambda job: (job.created_at, job.job_id))
         return claimed

@@ -160,38 +160,6 @@ def list_jobs(
     return query.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit)
 
 
-def claim_statement(dialect: str) -> sa.Update:
-    """Pending → Running for the oldest ``limit`` jobs, in one statement.
-
-    PostgreSQL: a materialised CTE picks the rows once and locks them with
-    ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different jobs instead
-    of queueing on the same ones. (As a plain ``IN (subquery)`` the planner may
-    rescan the subquery per row and claim more than ``limit``.)
-    SQLite: one writer at a time, so the statement alone is atomic.
-    """
-    oldest = (
-        sa.select(jobs.c.job_id)
-        .where(jobs.c.status == _PENDING)
-        .order_by(jobs.c.created_at, jobs.c.job_id)
-        .limit(sa.bindparam("limit"))
-    )
-    update = jobs.update().values(
-        status=_RUNNING,
-        lease_owner=sa.bindparam("lease_to"),
-        lease_expires_at=sa.bindparam("expires"),
-        started_at=sa.bindparam("now"),
-        updated_at=sa.bindparam("now"),
-        attempts=jobs.c.attempts + 1,
-        progress_percent=0.0,
-    )
-    if dialect == "postgresql":
-        picked = oldest.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        update = update.where(jobs.c.job_id == picked.c.job_id)
-    else:
-        update = update.where(jobs.c.job_id.in_(oldest.scalar_subquery()))
-    return update.where(jobs.c.status == _PENDING).returning(*jobs.columns)
-
-
 _ATTEMPT_COLUMNS: Final = (
     delivery_attempts.c.at.label("attempt_at"),
     delivery_attempts.c.status_code.label("attempt_status_code"),

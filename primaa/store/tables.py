@@ -53,6 +53,8 @@ jobs = sa.Table(
     # Unfiltered listing, newest first.
     sa.Index("ix_jobs_created_at", "created_at", "job_id"),
     sa.Index("ix_jobs_algorithm_created_at", "algorithm", "created_at", "job_id"),
+    # Claim of some algorithms only: the oldest Pending jobs of each, in order.
+    sa.Index("ix_jobs_status_algorithm_created_at", "status", "algorithm", "created_at", "job_id"),
     sa.Index("ix_jobs_client_id_created_at", "client_id", "created_at", "job_id"),
     # Finding expired leases among Running jobs.
     sa.Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),

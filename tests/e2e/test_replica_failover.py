@@ -164,11 +164,15 @@ async def test_a_replica_paused_past_its_leases_cannot_end_the_jobs_taken_over(
     the lease holder's (the result names the worker process that computed it)."""
     paused, other = replicas
     await other.start()
-    # Stopped while the jobs are submitted, so that every job is the paused one's.
+    # Stopped while the jobs are submitted, so that every job is the paused one's: as
+    # many as a replica holds of CPU-bound jobs (twice its one worker).
     other.send(signal.SIGSTOP)
     image = image_server.url("/tile.png")
     async with client(paused) as to_paused, client(other) as to_other:
-        job_ids = [await _submit(to_paused, image, callback_receiver.url, 3.0, n) for n in range(3)]
+        job_ids = [
+            await _submit(to_paused, image, callback_receiver.url, 3.0, n)
+            for n in range(2 * paused.workers)
+        ]
         first = job_ids[0]
 
         async def first_running_here() -> bool:

@@ -840,10 +840,10 @@ async def _schema_state(store: JobStore) -> tuple[list[str], list[Any]]:
 async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backend) -> None:
     store = await sql_backend.open()
     await create_jobs(store, 2)
-    assert await _schema_state(store) == (["0007"], [])
+    assert await _schema_state(store) == (["0008"], [])
     await store.open()
     again = await sql_backend.open()
-    assert await _schema_state(again) == (["0007"], [])
+    assert await _schema_state(again) == (["0008"], [])
     assert len((await again.list()).jobs) == 2
 
 
@@ -873,7 +873,7 @@ async def test_migration_0005_adds_and_drops_the_image_column_keeping_jobs(
     state, _ = await _schema_state(store)
     assert state == ["0004"]
     await store.run(migrate("head"))
-    assert await _schema_state(store) == (["0007"], [])
+    assert await _schema_state(store) == (["0008"], [])
     job = await run_one(store)
     assert job.image is None
     await store.set_image(job.job_id, IMAGE)
