@@ -41,6 +41,7 @@ from primaa.jobs.storage import (
 from primaa.store import statements as st
 from primaa.store.claims import Claims
 from primaa.store.common import check_limit, decode_cursor, encode_cursor
+from primaa.store.delivery_claims import claim_deliveries_statement
 from primaa.store.postgres_access import PostgresAccess
 from primaa.store.rows import (
     Rows,
@@ -95,7 +96,7 @@ class SqlStore:
             else PostgresAccess(self.url, engine_options)
         )
         self._claims = Claims(self.dialect)
-        self._claim_deliveries = st.claim_deliveries_statement(self.dialect)
+        self._claim_deliveries = claim_deliveries_statement(self.dialect)
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` in a transaction: the store's one way to write."""

@@ -16,6 +16,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from primaa.store import statements as st
 from primaa.store.claims import PENDING_ALGORITHMS, claim_statement
+from primaa.store.delivery_claims import claim_deliveries_statement
 from primaa.store.sql import SqlStore
 
 POSTGRES_ENV = "PRIMAA_TEST_POSTGRES_URL"
@@ -66,7 +67,7 @@ def _claim_steps(database: Path, backlog: int) -> tuple[int, list[str]]:
     """SQLite VM steps (a count, not a time) of one delivery claim, behind ``backlog``
     due deliveries to a receiver that has its ``per_host`` in flight, with one due
     delivery to another receiver; and the ids claimed."""
-    compiled = st.claim_deliveries_statement("sqlite").compile(dialect=sqlite.dialect())
+    compiled = claim_deliveries_statement("sqlite").compile(dialect=sqlite.dialect())
     now = 1000.0
     values = {"holder": "me", "now": now, "expires": now + 15, "limit": 16, "per_host": 4}
     params = compiled.construct_params(values)
@@ -118,7 +119,7 @@ def _claim_sql(dialect: sa.Dialect) -> str:
     """The claim with its parameters written in (EXPLAIN takes no bound parameters)."""
     now = 1000.0
     values = {"holder": "me", "now": now, "expires": now + 15, "limit": 16, "per_host": 4}
-    compiled = st.claim_deliveries_statement(dialect.name).compile(dialect=dialect)
+    compiled = claim_deliveries_statement(dialect.name).compile(dialect=dialect)
     sql = compiled.string
     for name, value in compiled.construct_params(values).items():
         literal = f"'{value}'" if isinstance(value, str) else repr(value)
