@@ -49,7 +49,10 @@ Combine = Callable[[Sequence[TileMeasurements]], Mapping[str, float] | None]
 
 
 def _rounded(points: npt.NDArray[np.float64]) -> list[list[float]]:
-    return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
+    """To 0.01 px, as lists: numpy's rounding, since ``round`` per value took 0.5 s of a
+    slide's 0.66 s merge for 113,000 points (``bench.slide_jobs``), with no worker busy."""
+    rounded: list[list[float]] = np.round(np.asarray(points, np.float64), 2).tolist()
+    return rounded
 
 
 def _parts(geometry: Geometry) -> list[Any]:
