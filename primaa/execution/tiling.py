@@ -98,6 +98,7 @@ class TilingExecutor:
         self._lookup = lookup
         self._max_pixels = max_pixels
         self._tile_size = tile_size
+        self._workers = max(1, workers)
         #: Twice the workers: each has a tile queued behind the one it runs.
         self.window = window or 2 * max(1, workers)
         self._sinks: list[ProgressSink] = []
@@ -132,6 +133,7 @@ class TilingExecutor:
                 algorithm,
                 max_pixels=self._max_pixels,
                 tile_size=self._tile_size,
+                workers=self._workers,
             )
         except SlideError as exc:
             raise ImageUnavailable(str(exc)) from None
