@@ -14,6 +14,7 @@ from primaa.plugins import (
     JobCancelled,
     Progress,
     RGBImage,
+    TileMeasurements,
     hookimpl,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "JobCancelled",
     "Progress",
     "RGBImage",
+    "TileMeasurements",
     "__version__",
     "hookimpl",
 ]

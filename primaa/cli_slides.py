@@ -35,7 +35,11 @@ def plan_image(settings: Settings, algorithm: AnyAlgorithm, path: Path) -> Slide
     :class:`primaa.imaging.slides.SlideError` with a message for the user.
     """
     return plan_job(
-        path, algorithm, max_pixels=settings.max_image_pixels, tile_size=settings.slide_tile_size
+        path,
+        algorithm,
+        max_pixels=settings.max_image_pixels,
+        tile_size=settings.slide_tile_size,
+        workers=settings.worker_count,
     )
 
 

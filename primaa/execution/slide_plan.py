@@ -18,6 +18,7 @@ declares decides the plan (``mpp``, ``border_um``, ``tiled``: see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Final
@@ -35,6 +36,14 @@ __all__ = ["SlidePlan", "plan_job"]
 
 #: Without a stated resolution, a slide read in one piece has at most this longest side.
 NO_MPP_PIECE_SIDE: Final = 4096
+#: A slide job on several workers gets at least this many tiles per worker, tiles
+#: halved down to MIN_TILE_SIZE for it: with 6 tiles of 2048 px on 2 workers
+#: (``bench.slide_jobs``' 40,000 px slide), whichever worker drew the tiles with the
+#: most nuclei decided when the job ended.
+TILES_PER_WORKER: Final = 4
+#: Smaller tiles read more border for the same core: at 1024 px, poi_detection's 48 px
+#: border makes a tile read 1.23x its core's pixels (1.10x at 2048).
+MIN_TILE_SIZE: Final = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,8 +69,13 @@ def plan_job(
     *,
     max_pixels: int,
     tile_size: int = DEFAULT_TILE_SIZE,
+    workers: int = 1,
 ) -> SlidePlan | None:
     """The plan for ``algorithm`` on the image at ``path``; ``None``: one task, as always.
+
+    A slide with fewer than :data:`TILES_PER_WORKER` tiles per worker of
+    ``workers`` is cut into smaller tiles (halved, down to :data:`MIN_TILE_SIZE`),
+    so that the workers finish together.
 
     Raises :class:`TaskError` for a slide the algorithm cannot run on, and
     :class:`primaa.imaging.slides.SlideError` for a slide that cannot be read.
@@ -73,15 +87,7 @@ def plan_job(
             return _whole_at_full_resolution(slide, algorithm, max_pixels)
         if not algorithm.tiled:
             return _in_one_piece(slide, algorithm.mpp)
-        tiles = plan_slide(
-            slide,
-            mpp=algorithm.mpp,
-            downsample=1.0,
-            border_um=algorithm.border_um,
-            border=_border_pixels(algorithm),
-            tile_size=tile_size,
-            mask=tissue_mask(slide),
-        )
+        tiles = _tiles_for_workers(slide, algorithm, tile_size, workers)
         downsample = (
             tiles[0].downsample
             if tiles
@@ -93,6 +99,31 @@ def plan_job(
             downsample=downsample,
             dimensions=slide.dimensions,
         )
+
+
+def _tiles_for_workers(
+    slide: Slide, algorithm: BaseAlgorithm, tile_size: int, workers: int
+) -> tuple[Tile, ...]:
+    """Tiles of ``tile_size``, halved while ``workers`` would get too few of them each."""
+    cut = functools.partial(
+        plan_slide,
+        slide,
+        mpp=algorithm.mpp,
+        downsample=1.0,
+        border_um=algorithm.border_um,
+        border=_border_pixels(algorithm),
+        mask=tissue_mask(slide),
+    )
+    tiles = cut(tile_size=tile_size)
+    while workers > 1 and len(tiles) < TILES_PER_WORKER * workers:
+        tile_size //= 2
+        if tile_size < MIN_TILE_SIZE:
+            break
+        try:
+            tiles = cut(tile_size=tile_size)
+        except ValueError:
+            break  # the border leaves no core in tiles this small
+    return tiles
 
 
 def _border_pixels(algorithm: BaseAlgorithm) -> int:

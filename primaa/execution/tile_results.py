@@ -16,12 +16,14 @@ are clipped to the slide (a tile reads white beyond it).
 Per-tile measurements describe a tile, not the slide, so the merged result
 measures what merging knows: ``count`` (objects kept), ``tiles`` and
 ``analysed_megapixels`` (the level-0 area of the tiles' cores), and
-``density_per_megapixel`` for points.
+``density_per_megapixel`` for points. An algorithm that knows how its own
+measurements add up (``combine``, :class:`primaa.plugins.algorithm.TileMeasurements`)
+gets each tile's, weighted by core area, and its slide measurements join these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -29,9 +31,9 @@ import numpy.typing as npt
 
 from primaa.imaging.slides import Tile, TileMerger, seam_duplicates, to_level0
 from primaa.jobs.ports import TaskError
-from primaa.plugins.algorithm import AlgorithmResult, Geometry
+from primaa.plugins.algorithm import AlgorithmResult, Geometry, TileMeasurements
 
-__all__ = ["TileResults", "whole_to_level0"]
+__all__ = ["Combine", "TileResults", "whole_to_level0"]
 
 #: Two points from two tiles closer than this (working pixels), by a seam, are one.
 SEAM_RADIUS: Final = 3.0
@@ -42,9 +44,15 @@ _REGIONS = {"MultiPolygon", "Polygon"}
 
 Points = npt.NDArray[np.float64]
 
+#: An algorithm's ``combine`` with the job's parameters bound.
+Combine = Callable[[Sequence[TileMeasurements]], Mapping[str, float] | None]
+
 
 def _rounded(points: npt.NDArray[np.float64]) -> list[list[float]]:
-    return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
+    """To 0.01 px, as lists: numpy's rounding, since ``round`` per value took 0.5 s of a
+    slide's 0.66 s merge for 113,000 points (``bench.slide_jobs``), with no worker busy."""
+    rounded: list[list[float]] = np.round(np.asarray(points, np.float64), 2).tolist()
+    return rounded
 
 
 def _parts(geometry: Geometry) -> list[Any]:
@@ -96,8 +104,10 @@ def _with_geometry(result: AlgorithmResult, kind: str, coordinates: list[Any]) -
 class TileResults:
     """Adds each tile's result as it comes; :meth:`result` is the merged one."""
 
-    def __init__(self, dimensions: tuple[int, int]) -> None:
+    def __init__(self, dimensions: tuple[int, int], combine: Combine | None = None) -> None:
         self._dimensions = dimensions
+        self._combine = combine
+        self._measured: list[tuple[int, TileMeasurements]] = []
         self._seen: list[Tile] = []
         self._merger = TileMerger()
         self._holes: list[list[npt.NDArray[np.float64]]] = []
@@ -113,7 +123,10 @@ class TileResults:
         self._tiles += 1
         self._seen.append(tile)
         x0, y0, x1, y1 = tile.core
-        self._core_pixels += (x1 - x0) * (y1 - y0) * tile.downsample**2
+        area = (x1 - x0) * (y1 - y0) * tile.downsample**2
+        self._core_pixels += area
+        if self._combine is not None:
+            self._measured.append((tile.index, TileMeasurements(result.measurements, area)))
         if result.geometry is None:
             return
         if self._first is None:
@@ -144,6 +157,20 @@ class TileResults:
             return
         self._has_object_measurements = True
         self._object_measurements.extend(measurements[int(index)] for index in kept)
+
+    def _combined(self) -> dict[str, float]:
+        """The algorithm's own slide measurements from its tiles', in tile order."""
+        if self._combine is None:
+            return {}
+        tiles = [measured for _, measured in sorted(self._measured, key=lambda item: item[0])]
+        try:
+            combined = self._combine(tiles)
+            return {} if combined is None else {str(k): float(v) for k, v in combined.items()}
+        except Exception as exc:
+            raise TaskError(
+                f"combining the measurements of {len(tiles)} tiles failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def result(self) -> AlgorithmResult:
         """The merged result: level-0 geometry of every kept object, and the counts."""
@@ -180,7 +207,7 @@ class TileResults:
         first = self._first
         return AlgorithmResult(
             geometry=geometry,
-            measurements=measurements,
+            measurements={**self._combined(), **measurements},
             object_type=first.object_type if first else "detection",
             classification=first.classification if first else None,
             object_measurements=object_measurements if self._has_object_measurements else None,

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Callable
-from typing import Final
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import structlog
 
 from primaa.execution.slide_plan import SlidePlan, plan_job
-from primaa.execution.tile_results import TileResults, whole_to_level0
+from primaa.execution.tile_results import Combine, TileResults, whole_to_level0
 from primaa.imaging.slides import SlideError, Tile
 from primaa.imaging.slides.tiling import DEFAULT_TILE_SIZE
 from primaa.jobs.ports import (
@@ -97,6 +98,7 @@ class TilingExecutor:
         self._lookup = lookup
         self._max_pixels = max_pixels
         self._tile_size = tile_size
+        self._workers = max(1, workers)
         #: Twice the workers: each has a tile queued behind the one it runs.
         self.window = window or 2 * max(1, workers)
         self._sinks: list[ProgressSink] = []
@@ -131,6 +133,7 @@ class TilingExecutor:
                 algorithm,
                 max_pixels=self._max_pixels,
                 tile_size=self._tile_size,
+                workers=self._workers,
             )
         except SlideError as exc:
             raise ImageUnavailable(str(exc)) from None
@@ -176,7 +179,7 @@ class TilingExecutor:
             width=plan.dimensions[0],
             height=plan.dimensions[1],
         )
-        merged = TileResults(plan.dimensions)
+        merged = TileResults(plan.dimensions, self._combiner(task.algorithm, parameters))
         pending = collections.deque(plan.tiles)
         tiles: dict[str, Tile] = {}
         interrupted: collections.Counter[int] = collections.Counter()
@@ -240,6 +243,13 @@ class TilingExecutor:
             return await asyncio.to_thread(merged.result)
         finally:
             await self._abandon(run)
+
+    def _combiner(self, name: str, parameters: Mapping[str, Any]) -> Combine | None:
+        """The algorithm's ``combine`` with this job's parameters (the default says ``None``)."""
+        algorithm = self._lookup(name)
+        if algorithm is None:
+            return None
+        return functools.partial(algorithm.combine, parameters=parameters)
 
     def _start(self, run: _SlideRun, tile_task: Task) -> None:
         self._inner.forget(tile_task.task_id)

@@ -9,6 +9,7 @@ from primaa.plugins.algorithm import (
     JobCancelled,
     Progress,
     RGBImage,
+    TileMeasurements,
 )
 from primaa.plugins.hookspecs import hookimpl
 
@@ -21,5 +22,6 @@ __all__ = [
     "JobCancelled",
     "Progress",
     "RGBImage",
+    "TileMeasurements",
     "hookimpl",
 ]

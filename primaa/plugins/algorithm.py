@@ -64,6 +64,16 @@ class AlgorithmResult:
     object_measurements: Sequence[Mapping[str, float]] | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TileMeasurements:
+    """One tile's ``measurements``, given to :meth:`BaseAlgorithm.combine` on a slide."""
+
+    measurements: Mapping[str, float]
+    #: Level-0 pixels of the tile's core (the tile without its border): the weight of
+    #: its measurements when averaging over the slide.
+    area: float
+
+
 class EmptyParameters(marshmallow.Schema):
     """For algorithms that take no parameters."""
 
@@ -95,6 +105,19 @@ class BaseAlgorithm(abc.ABC):
     #: ``False`` reads the whole slide at ``mpp`` as one image (for objects that span
     #: tiles, such as tissue outlines; the read must stay under 64 megapixels).
     tiled: ClassVar[bool] = True
+
+    def combine(
+        self, tiles: Sequence[TileMeasurements], parameters: Mapping[str, Any]
+    ) -> Mapping[str, float] | None:
+        """Slides: the slide's measurements from its tiles' (in tile order), or ``None``.
+
+        Called once per tiled job, in the service process, after every tile is in:
+        keep it cheap (sums and sorts, no pixels). Tiles the planner found to be
+        glass never ran and are not in ``tiles``. ``None`` (the default): the slide
+        is measured by the merge alone (``count``, ``tiles``...), as it always was.
+        """
+        del tiles, parameters
+        return None
 
 
 class Algorithm(BaseAlgorithm):

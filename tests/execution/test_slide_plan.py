@@ -181,3 +181,23 @@ def test_one_object_whose_centre_moved_across_the_seam_is_kept_once() -> None:
         ),
     )
     assert merged.result().measurements["count"] == 1
+
+
+def test_a_slide_of_few_tiles_is_cut_finer_so_every_worker_gets_several(tmp_path: Path) -> None:
+    built = build_slide(
+        tmp_path / "small.tif",
+        size=(3000, 3000),
+        sources=[_png(tmp_path / "tissue.png", 3000, 3000)],
+        positions=[(0, 0)],
+        mpp=0.5,
+    )
+    one = plan_job(built.path, PoiDetection(), max_pixels=10**8, workers=1)
+    two = plan_job(built.path, PoiDetection(), max_pixels=10**8, workers=2)
+    many = plan_job(built.path, PoiDetection(), max_pixels=10**8, workers=8)
+    assert one is not None
+    assert two is not None
+    assert many is not None
+    assert len(one.tiles) == 4, "one worker: tiles of 2048 px, as configured"
+    assert len(two.tiles) == 16, "at least 4 tiles per worker: tiles of 1024 px"
+    assert max(tile.width for tile in two.tiles) <= 1024
+    assert len(many.tiles) == 16, "never below 1024 px, however many workers"

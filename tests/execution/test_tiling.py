@@ -103,6 +103,10 @@ async def test_dots_on_every_seam_are_each_kept_once_in_level0_coordinates(
     pids = {m["pid"] for m in result.object_measurements or ()}
     assert len(pids) == 2, "both workers ran tiles of the one job"
     assert {m["pixel_size_um"] for m in result.object_measurements or ()} == {0.5}
+    combined = result.measurements
+    assert combined["tile_dots"] > len(truth), "its combine saw every tile's count, seams twice"
+    assert combined["combined_megapixels"] == pytest.approx(combined["analysed_megapixels"], 1e-3)
+    assert combined["combined_pixel_size_um"] == 0.5, "with the job's parameters"
 
 
 async def test_progress_is_tiles_done_over_tiles_total_in_steps(

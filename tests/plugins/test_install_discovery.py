@@ -82,7 +82,7 @@ def test_installed_plugin_is_listed_and_broken_one_reported(site: Path, scratch:
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["image_qc"]["plugin"] == "qc"
-    assert rows["image_qc"]["version"] == "0.1.0"
+    assert rows["image_qc"]["version"] == "0.2.0"
     assert rows["image_qc"]["summary"]
     assert rows["poi_detection"]["plugin"] == "builtin"
     assert "'broken'" in result.stderr

@@ -2,7 +2,8 @@
 
 ``test_dots`` finds dark dots (planted on test slides at known positions) and
 reports their centres; it can log each tile it starts, sleep, crash its worker
-on a tile with a pure red pixel and fail on one with a pure green pixel.
+on a tile with a pure red pixel and fail on one with a pure green pixel. Its
+``combine`` adds up what the tiles saw, as the slide's ``tile_dots``.
 Loaded with the ``plugins`` setting (``tests.support.slide_algorithms``).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +20,15 @@ import numpy as np
 from marshmallow import Schema, fields
 from scipy import ndimage
 
-from primaa import PIXEL_SIZE_UM, Algorithm, AlgorithmResult, Progress, RGBImage, hookimpl
+from primaa import (
+    PIXEL_SIZE_UM,
+    Algorithm,
+    AlgorithmResult,
+    Progress,
+    RGBImage,
+    TileMeasurements,
+    hookimpl,
+)
 
 
 class DotParameters(Schema):
@@ -67,6 +76,16 @@ class Dots(Algorithm):
                 for _ in points
             ],
         )
+
+    def combine(
+        self, tiles: Sequence[TileMeasurements], parameters: Mapping[str, Any]
+    ) -> dict[str, float]:
+        return {
+            "tile_dots": sum(tile.measurements["count"] for tile in tiles),
+            "combined_megapixels": sum(tile.area for tile in tiles) / 1e6,
+            "combined_pixel_size_um": parameters[PIXEL_SIZE_UM],
+            "count": -1.0,
+        }
 
 
 @hookimpl
