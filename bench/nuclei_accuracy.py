@@ -4,7 +4,11 @@ Default parameters, one-to-one matching within 6, 8 and 12 px, micro-averaged ov
 the images of each dev set (brain: ``nuclei-dev``; multi-organ: ``nuclei-multiorgan-dev``,
 organs from its README table) and over each organ. Run from the repository root::
 
-    python bench/nuclei_accuracy.py [--data DIR ...]
+    python bench/nuclei_accuracy.py [--data DIR ...] [--with-net]
+
+``--with-net`` adds the learned ``poi_detection_net`` (plugins_contrib/primaa-nuclei-net,
+when installed). It was trained on these very tiles, so its rows here are training-set
+figures; its cross-validated ones are in that plugin's README.
 """
 
 from __future__ import annotations
@@ -89,7 +93,17 @@ def evaluate(
     }, elapsed
 
 
-def report(data: Path) -> None:
+def net(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """The contrib learned detector, default parameters (imported only when asked for)."""
+    from primaa_nuclei_net.algorithm import PoiDetectionNet
+
+    algorithm = PoiDetectionNet()
+    result = algorithm.run(image, algorithm.Parameters().load({}), lambda fraction: None)
+    assert result.geometry is not None
+    return np.asarray(result.geometry["coordinates"], dtype=np.float64).reshape(-1, 2)
+
+
+def report(data: Path, with_net: bool = False) -> None:
     """Print the overall and per-organ table of one dev set."""
     dataset = load_dataset(data)
     if not dataset:
@@ -104,7 +118,13 @@ def report(data: Path) -> None:
     for name, _, _ in dataset:
         if name in groups:
             sizes[groups[name]] = sizes.get(groups[name], 0) + 1
-    for label, detector in (("poi_detection", ours), ("skimage reference", reference_detect)):
+    detectors: list[tuple[str, Detector]] = [
+        ("poi_detection", ours),
+        ("skimage reference", reference_detect),
+    ]
+    if with_net:
+        detectors.append(("poi_detection_net", net))
+    for label, detector in detectors:
         scores, elapsed = evaluate(detector, dataset, groups)
         for group, by_radius in scores.items():
             for radius, c in by_radius.items():
@@ -123,9 +143,14 @@ def main() -> None:
         action="append",
         help="folder of PNG + CSV (repeatable); default: both dev sets",
     )
+    parser.add_argument(
+        "--with-net",
+        action="store_true",
+        help="also the contrib learned detector poi_detection_net (trained on these sets)",
+    )
     args = parser.parse_args()
     for data in args.data or DEV_SETS:
-        report(data)
+        report(data, args.with_net)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""Running the ONNX network over an image of any size, and reading nucleus centres from it.
+
+The network sees overlapping windows (each with :data:`MARGIN` px of context kept from its
+neighbours), so memory stays bounded on large images and the heat map has no seams.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, Literal, Protocol, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from primaa_nuclei_net import peaks, scale
+
+#: Window core and context, in network pixels (0.5 µm/px): 256 µm cores, 24 µm of context,
+#: more than the network's receptive field reaches in practice.
+CORE = 512
+MARGIN = 48
+#: The network pools three times: each side it sees is padded to a multiple of this.
+MULTIPLE = 8
+
+MODEL = "nuclei_net.onnx"
+
+
+class Session(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` used here (onnxruntime has no type hints)."""
+
+    def run(self, output_names: list[str], input_feed: dict[str, Any]) -> list[Any]: ...
+
+
+@functools.cache
+def session() -> Session:
+    """One ONNX Runtime session per process, single-threaded: primaa runs one job per worker."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    model = resources.files("primaa_nuclei_net").joinpath(MODEL).read_bytes()
+    return cast(
+        Session,
+        onnxruntime.InferenceSession(
+            model, sess_options=options, providers=["CPUExecutionProvider"]
+        ),
+    )
+
+
+def _run(window: scale.UInt8Image) -> npt.NDArray[np.float32]:
+    height, width = window.shape[:2]
+    pad = ((0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0))
+    # Reflection, as in training; a window too thin to reflect repeats its edge.
+    mode: Literal["reflect", "edge"] = "reflect" if min(height, width) > MULTIPLE else "edge"
+    padded = np.pad(window, pad, mode=mode)
+    batch = padded.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+    (heat,) = session().run(["heat"], {"image": batch})
+    return np.asarray(heat, dtype=np.float32)[0, 0, :height, :width]
+
+
+def heat_map(
+    image: scale.UInt8Image, progress: Callable[[float], None] | None = None
+) -> npt.NDArray[np.float32]:
+    """Nucleus-centre heat map in [0, 1] of an image already at the network's resolution."""
+    height, width = image.shape[:2]
+    heat = np.zeros((height, width), dtype=np.float32)
+    corners = [(top, left) for top in range(0, height, CORE) for left in range(0, width, CORE)]
+    for done, (top, left) in enumerate(corners, start=1):
+        r0, c0 = max(0, top - MARGIN), max(0, left - MARGIN)
+        r1, c1 = min(height, top + CORE + MARGIN), min(width, left + CORE + MARGIN)
+        window = _run(image[r0:r1, c0:c1])
+        bottom, right = min(height, top + CORE), min(width, left + CORE)
+        heat[top:bottom, left:right] = window[top - r0 : bottom - r0, left - c0 : right - c0]
+        if progress is not None:
+            progress(done / len(corners))
+    return heat
+
+
+def detect(
+    image: scale.UInt8Image,
+    image_mpp: float,
+    threshold: float,
+    progress: Callable[[float], None] | None = None,
+) -> npt.NDArray[np.float64]:
+    """``[x, y]`` nucleus centres in ``image`` pixels, for an image at ``image_mpp`` µm/px."""
+    small, row_scale, column_scale = scale.to_network(image, image_mpp)
+    found = peaks.find_peaks(heat_map(small, progress), threshold)
+    return scale.to_image(found, row_scale, column_scale)
