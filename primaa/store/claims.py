@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from primaa.jobs.model import JobStatus
 from primaa.jobs.storage import AlgorithmFilter
+from primaa.store.index_walk import distinct_values
 from primaa.store.rows import Rows
 from primaa.store.tables import jobs
 
@@ -131,26 +132,14 @@ def _oldest_of(names: Sequence[str]) -> sa.Select[tuple[str]]:
 
 
 def _pending_algorithms() -> sa.Select[Any]:
-    """The algorithms of the Pending jobs, each found by one seek in the index on
-    (status, algorithm): the next name after the previous one (a loose index scan)."""
-    pending: sa.BindParameter[str] = sa.bindparam("pending")
-    walk = sa.select(_first_after(pending, None).label("name")).cte(
-        "pending_algorithms", recursive=True
+    """The algorithms of the Pending jobs, one seek each in the index on (status, algorithm)."""
+    walk = distinct_values(
+        jobs,
+        "algorithm",
+        lambda probe: probe.c.status == sa.bindparam("pending"),
+        "pending_algorithms",
     )
-    walk = walk.union_all(
-        sa.select(_first_after(pending, walk.c.name)).where(walk.c.name.is_not(None))
-    )
-    return sa.select(walk.c.name).where(walk.c.name.is_not(None))
-
-
-def _first_after(
-    pending: sa.BindParameter[str], name: sa.ColumnElement[str] | None
-) -> sa.ScalarSelect[str]:
-    later = jobs.alias("later")
-    query = sa.select(later.c.algorithm).where(later.c.status == pending)
-    if name is not None:
-        query = query.where(later.c.algorithm > name)
-    return query.order_by(later.c.algorithm).limit(1).scalar_subquery()
+    return sa.select(walk.c.algorithm).where(walk.c.algorithm.is_not(None))
 
 
 PENDING_ALGORITHMS: Final = _pending_algorithms()

@@ -8,6 +8,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from primaa.jobs.model import DeliveryStatus
+from primaa.store.index_walk import distinct_values
 from primaa.store.tables import deliveries
 
 _DELIVERY_PENDING: Final = DeliveryStatus.PENDING.value
@@ -25,20 +26,6 @@ def _due_delivery(table: sa.FromClause) -> sa.ColumnElement[bool]:
 
 def _due_order(table: sa.FromClause) -> tuple[sa.ColumnElement[Any], ...]:
     return (table.c.next_attempt_at, table.c.created_at, table.c.delivery_id)
-
-
-def _receiver_hosts() -> sa.CTE:
-    """Each host with a pending delivery, one index probe per host (a loose index scan)."""
-
-    def first_host(after: sa.ColumnElement[Any] | None) -> sa.ScalarSelect[Any]:
-        probe = deliveries.alias("probe")
-        where = [probe.c.status == _DELIVERY_PENDING]
-        if after is not None:
-            where.append(probe.c.host > after)
-        return sa.select(sa.func.min(probe.c.host)).where(*where).scalar_subquery()
-
-    hosts = sa.select(first_host(None).label("host")).cte("hosts", recursive=True)
-    return hosts.union_all(sa.select(first_host(hosts.c.host)).where(hosts.c.host.is_not(None)))
 
 
 def _queues_lateral(hosts: sa.CTE) -> sa.CTE:
@@ -116,7 +103,10 @@ def claim_deliveries_statement(dialect: str) -> sa.Update:
     places, so across N replicas a host has at most N x ``per_host`` in flight for a
     moment. SQLite: one writer at a time, so the statement alone is atomic.
     """
-    hosts = _receiver_hosts()
+    # Each host with a pending delivery, one index seek per host.
+    hosts = distinct_values(
+        deliveries, "host", lambda probe: probe.c.status == _DELIVERY_PENDING, "hosts"
+    )
     queue = _queues_lateral(hosts) if dialect == "postgresql" else _queues_chained(hosts)
     flying = deliveries.alias("flying")
     in_flight = (
