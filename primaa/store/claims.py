@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from primaa.jobs.model import JobStatus
 from primaa.jobs.storage import AlgorithmFilter
 from primaa.store.index_walk import distinct_values
 from primaa.store.rows import Rows
+from primaa.store.sql_connection import SqlConnection
 from primaa.store.tables import jobs
 
 _PENDING: Final = JobStatus.PENDING.value
@@ -36,7 +36,7 @@ class Claims:
         self._statements: dict[tuple[str, ...] | None, sa.Update] = {}
 
     def run(
-        self, conn: Connection, algorithms: AlgorithmFilter | None, params: Mapping[str, Any]
+        self, conn: SqlConnection, algorithms: AlgorithmFilter | None, params: Mapping[str, Any]
     ) -> Rows:
         """Claim in the caller's transaction; ``params``: limit, lease_to, expires, now."""
         if algorithms is None:

@@ -4,8 +4,8 @@ SQLite has one writer at a time, and on the default store every job costs a few
 writes (create, claim, finish, callback attempt). Run one transaction each, from
 the event loop through an async driver, and the thread hand-offs, begin and
 commit cost milliseconds of CPU per job. Here every operation is a plain
-function of a SQLAlchemy :class:`~sqlalchemy.engine.Connection`, run by one
-thread with a synchronous driver; whatever queued up while a transaction ran
+function of a :class:`~primaa.store.sqlite_session.SqliteSession`, run by one
+thread on the synchronous driver; whatever queued up while a transaction ran
 goes into the next one together. Under a burst that is tens of operations per
 commit; alone, an operation waits for nothing.
 
@@ -30,13 +30,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+
+from primaa.store.sqlite_session import SqliteSession, SqliteWriter
 
 T = TypeVar("T")
 
 #: A unit of work on a connection inside an open transaction.
-Operation = Callable[[Connection], Any]
+Operation = Callable[[SqliteSession], Any]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,28 +50,22 @@ class _WroteThenFailed(Exception):
     """An operation of a batch raised after it had written: run the batch again, each alone."""
 
 
-def _changes(conn: Connection) -> int:
-    """Rows changed so far on this SQLite connection (``sqlite3.Connection.total_changes``)."""
-    changes: int = conn.connection.dbapi_connection.total_changes  # type: ignore[union-attr]
-    return changes
-
-
-def _run_each(conn: Connection, operations: Sequence[Operation]) -> list[_Outcome]:
+def _run_each(conn: SqliteSession, operations: Sequence[Operation]) -> list[_Outcome]:
     outcomes = []
     for operation in operations:
-        before = _changes(conn)
+        before = conn.total_changes
         try:
             outcomes.append(_Outcome(operation(conn)))
         except DBAPIError:
             raise
         except Exception as exc:
-            if _changes(conn) != before:
+            if conn.total_changes != before:
                 raise _WroteThenFailed from exc
             outcomes.append(_Outcome(error=exc))
     return outcomes
 
 
-def _run_alone(conn: Connection, operation: Operation) -> _Outcome:
+def _run_alone(conn: SqliteSession, operation: Operation) -> _Outcome:
     """The transaction's one operation: a domain error rolls the transaction back."""
     try:
         return _Outcome(operation(conn))
@@ -82,10 +77,11 @@ def _run_alone(conn: Connection, operation: Operation) -> _Outcome:
 
 
 class GroupCommit:
-    """Runs operations on ``engine`` in one dedicated thread, batched into transactions."""
+    """Runs operations on ``writer``'s connection in one dedicated thread, batched into
+    transactions."""
 
-    def __init__(self, engine: Engine, *, thread_name: str) -> None:
-        self._engine = engine
+    def __init__(self, writer: SqliteWriter, *, thread_name: str) -> None:
+        self._writer = writer
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._queue: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -93,7 +89,7 @@ class GroupCommit:
         self.transactions = 0
         self.operations = 0
 
-    async def run(self, operation: Callable[[Connection], T]) -> T:
+    async def run(self, operation: Callable[[SqliteSession], T]) -> T:
         """Run ``operation`` in the next transaction and return what it returned.
 
         A caller cancelled before its transaction starts is dropped from it; once it
@@ -118,8 +114,9 @@ class GroupCommit:
             await asyncio.shield(self._drainer)
 
     async def close(self) -> None:
-        """Run what is queued, then stop the thread."""
+        """Run what is queued, give the connection back, then stop the thread."""
         await self.idle()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.close)
         self._thread.shutdown(wait=False)
 
     async def _drain(self) -> None:
@@ -146,7 +143,7 @@ class GroupCommit:
     def _transact(self, operations: Sequence[Operation]) -> list[_Outcome]:
         """In the thread: all in one transaction, or each alone after a database error."""
         try:
-            with self._engine.begin() as conn:
+            with self._writer.transaction() as conn:
                 if len(operations) == 1:
                     outcomes = [_run_alone(conn, operations[0])]
                 else:

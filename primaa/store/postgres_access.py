@@ -54,6 +54,10 @@ class PostgresAccess:
                 raise unavailable from exc
             raise
 
+    async def run_sqlalchemy(self, operation: Callable[[Connection], T]) -> T:
+        """The same as :meth:`run` here (the SQLite store's writer needs it apart)."""
+        return await self.run(operation)
+
     async def check_writable(self) -> None:
         """A server that is read-only (a standby, or read-only by setting) is refused."""
         query = sa.text(

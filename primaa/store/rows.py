@@ -17,8 +17,6 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-import sqlalchemy as sa
-
 from primaa.fastjson import dumps, loads
 from primaa.jobs.model import (
     Delivery,
@@ -29,6 +27,7 @@ from primaa.jobs.model import (
     JobStatus,
 )
 from primaa.store.common import receiver_host
+from primaa.store.sql_connection import ResultLike
 
 
 class Rows(NamedTuple):
@@ -38,8 +37,8 @@ class Rows(NamedTuple):
     rows: Sequence[Sequence[Any]]
 
     @classmethod
-    def of(cls, result: sa.Result[Any]) -> Rows:
-        """All of a SQLAlchemy result."""
+    def of(cls, result: ResultLike) -> Rows:
+        """All of a result."""
         return cls(tuple(result.keys()), result.all())
 
 

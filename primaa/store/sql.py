@@ -1,7 +1,7 @@
 """The :class:`~primaa.jobs.storage.JobStore` on SQLite or PostgreSQL (SQLAlchemy Core).
 
-Every operation is a plain function of a :class:`~sqlalchemy.engine.Connection`
-inside a transaction, handed to the database's one access object
+Every operation is a plain function of a connection inside a transaction
+(:class:`~primaa.store.sql_connection.SqlConnection`), handed to the database's one access object
 (:class:`~primaa.store.sqlite_access.SqliteAccess`,
 :class:`~primaa.store.postgres_access.PostgresAccess`), which also serves the
 status reads and owns the error policy. The statements live in
@@ -55,6 +55,7 @@ from primaa.store.rows import (
     jobs_from_rows,
     json_text,
 )
+from primaa.store.sql_connection import SqlConnection
 from primaa.store.sql_engine import store_url
 from primaa.store.sqlite_access import SqliteAccess
 
@@ -69,8 +70,11 @@ class DatabaseAccess(Protocol):
 
     async def close(self) -> None: ...
 
-    async def run(self, operation: Callable[[Connection], T]) -> T:
+    async def run(self, operation: Callable[[SqlConnection], T]) -> T:
         """Run ``operation`` in a transaction and return what it returned."""
+
+    async def run_sqlalchemy(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` on a SQLAlchemy connection in a transaction (Alembic)."""
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of a small SELECT, by the fastest path the database offers."""
@@ -98,9 +102,13 @@ class SqlStore:
         self._claims = Claims(self.dialect)
         self._claim_deliveries = claim_deliveries_statement(self.dialect)
 
-    async def run(self, operation: Callable[[Connection], T]) -> T:
+    async def run(self, operation: Callable[[SqlConnection], T]) -> T:
         """Run ``operation`` in a transaction: the store's one way to write."""
         return await self.database.run(operation)
+
+    async def run_sqlalchemy(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` on a SQLAlchemy connection: migrations and schema inspection."""
+        return await self.database.run_sqlalchemy(operation)
 
     async def open(self) -> None:
         await self.database.open()
@@ -139,14 +147,14 @@ class SqlStore:
         limit: int = 50,
     ) -> JobPage:
         check_limit(limit)
-        query = st.list_jobs(
+        query, params = st.list_jobs(
             status=None if status is None else status.value,
             algorithm=algorithm,
             client_id=client_id,
             after=None if cursor is None else decode_cursor(cursor),
             limit=limit + 1,
         )
-        found = jobs_from_rows(await self.run(lambda conn: Rows.of(conn.execute(query))))
+        found = jobs_from_rows(await self.run(lambda conn: Rows.of(conn.execute(query, params))))
         page = found[:limit]
         more = len(found) > limit
         next_cursor = encode_cursor(page[-1].created_at, page[-1].job_id) if more else None
@@ -192,7 +200,7 @@ class SqlStore:
     ) -> Requeued:
         params = {"now": now, "stamp": now if math.isfinite(now) else time.time()}
 
-        def requeue(conn: Connection) -> Requeued:
+        def requeue(conn: SqlConnection) -> Requeued:
             cancelled = jobs_from_rows(Rows.of(conn.execute(st.REQUEUE_CANCEL, params)))
             failed_params = {**params, "max_attempts": max_attempts}
             failed = jobs_from_rows(Rows.of(conn.execute(st.REQUEUE_FAIL, failed_params)))
@@ -219,7 +227,7 @@ class SqlStore:
     async def request_cancel(self, job_id: str) -> Job | None:
         now = time.time()
 
-        def cancel(conn: Connection) -> Rows:
+        def cancel(conn: SqlConnection) -> Rows:
             cancelled = Rows.of(conn.execute(st.CANCEL, {"id": job_id, "now": now}))
             return (
                 cancelled
@@ -246,7 +254,7 @@ class SqlStore:
         )
         geojson = json_text(result) if result is not None else None
 
-        def finish(conn: Connection) -> None:
+        def finish(conn: SqlConnection) -> None:
             if conn.execute(st.FINISH, params).rowcount != 1:
                 held = f" leased to {lease_owner}" if lease_owner is not None else ""
                 raise StaleJob(f"job {job.job_id} is no longer {expected}{held}")
@@ -268,7 +276,7 @@ class SqlStore:
     async def delete(self, job_id: str) -> Deleted | None:
         query = {"job_id": job_id}
 
-        def delete(conn: Connection) -> Deleted | None:
+        def delete(conn: SqlConnection) -> Deleted | None:
             state = first_state(Rows.of(conn.execute(st.GET_STATE, query)))
             if state is None:
                 return None
@@ -304,7 +312,7 @@ class SqlStore:
             "per_host": per_host,
         }
 
-        def claim(conn: Connection) -> Rows:
+        def claim(conn: SqlConnection) -> Rows:
             ids = conn.execute(self._claim_deliveries, params).scalars().all()
             if not ids:
                 return Rows((), [])
@@ -329,7 +337,7 @@ class SqlStore:
             "holder": holder,
         }
 
-        def record(conn: Connection) -> None:
+        def record(conn: SqlConnection) -> None:
             if conn.execute(st.RECORD, params).rowcount != 1:
                 if (
                     holder is not None
@@ -355,7 +363,7 @@ class SqlStore:
         )
 
     async def add_delivery(self, delivery: Delivery) -> None:
-        def add(conn: Connection) -> None:
+        def add(conn: SqlConnection) -> None:
             if conn.execute(st.JOB_EXISTS, {"job_id": delivery.job_id}).first() is None:
                 raise KeyError(delivery.job_id)
             _insert_delivery(conn, delivery)
@@ -366,7 +374,7 @@ class SqlStore:
             raise ValueError(f"delivery {delivery.delivery_id} already exists") from exc
 
 
-def _insert_delivery(conn: Connection, delivery: Delivery) -> None:
+def _insert_delivery(conn: SqlConnection, delivery: Delivery) -> None:
     conn.execute(st.INSERT_DELIVERY, delivery_row(delivery))
     if delivery.attempts:
         conn.execute(

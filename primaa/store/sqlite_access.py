@@ -25,10 +25,11 @@ Error policy, for reads and writes alike:
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -37,7 +38,9 @@ from sqlalchemy.exc import DBAPIError
 
 from primaa.store.group_commit import GroupCommit
 from primaa.store.rows import Rows
+from primaa.store.sql_connection import SqlConnection
 from primaa.store.sql_engine import SQLITE_MIN_VERSION, sqlite_engine, upgrade_schema
+from primaa.store.sqlite_session import SqliteWriter
 from primaa.store.storage_errors import storage_error
 
 T = TypeVar("T")
@@ -68,6 +71,7 @@ class SqliteAccess:
         self.dialect = self.engine.dialect
         assert url.database is not None
         self._path = pathlib.Path(url.database)
+        self._writer = SqliteWriter(self.engine)
         self._commits: GroupCommit | None = None
         self._reader: sqlite3.Connection | None = None
         #: Each statement ``read`` ran, compiled for the reader.
@@ -89,8 +93,8 @@ class SqliteAccess:
             )
         if self._commits is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._commits = GroupCommit(self.engine, thread_name="primaa-sqlite")
-        await self.run(upgrade_schema)
+            self._commits = GroupCommit(self._writer, thread_name="primaa-sqlite")
+        await self.run_sqlalchemy(upgrade_schema)
         if self._reader is None:
             # Autocommit: each SELECT is its own short read transaction, so the
             # reader never pins an old snapshot (which would stall WAL checkpoints).
@@ -106,25 +110,33 @@ class SqliteAccess:
             self._reader = None
         if self._commits is not None:
             commits, self._commits = self._commits, None
-            await commits.call(self.engine.dispose)
             await commits.close()
+            self.engine.dispose()
 
-    async def run(self, operation: Callable[[Connection], T]) -> T:
+    async def run(self, operation: Callable[[SqlConnection], T]) -> T:
         """Run ``operation`` in the writer thread, in a transaction (group-committed).
 
         A full disk or a read-only file is :class:`StorageUnavailable`.
         """
-        try:
-            return await self.commits.run(operation)
-        except DBAPIError as exc:
-            if (unavailable := storage_error(exc)) is not None:
-                raise unavailable from exc
-            raise
+        return await _unavailable_on_storage_errors(self.commits.run(operation))
+
+    async def run_sqlalchemy(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` on a SQLAlchemy connection, in a transaction of its own in the
+        writer thread: for Alembic and schema inspection, not for the hot path."""
+        return await _unavailable_on_storage_errors(
+            self.commits.call(functools.partial(self._on_engine, operation))
+        )
+
+    def _on_engine(self, operation: Callable[[Connection], T]) -> T:
+        # The engine's one connection: the writer lends it, and takes it back when next needed.
+        self._writer.close()
+        with self.engine.begin() as conn:
+            return operation(conn)
 
     async def check_writable(self) -> None:
         """Write the header's ``user_version``: a real write, refused when the disk is full."""
         stamp = int(time.time()) % 2**31
-        await self.run(lambda conn: conn.exec_driver_sql(f"PRAGMA user_version = {stamp}"))
+        await self.run(lambda conn: conn.execute(sa.text(f"PRAGMA user_version = {stamp}")))
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of ``statement``, read on the event loop (a locked database: in the
@@ -148,6 +160,16 @@ class SqliteAccess:
             keys=tuple(statement.selected_columns.keys()),
         )
         return found
+
+
+async def _unavailable_on_storage_errors(running: Awaitable[T]) -> T:
+    """A full disk or a read-only file is :class:`StorageUnavailable`."""
+    try:
+        return await running
+    except DBAPIError as exc:
+        if (unavailable := storage_error(exc)) is not None:
+            raise unavailable from exc
+        raise
 
 
 class _Compiled(NamedTuple):

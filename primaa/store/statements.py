@@ -1,5 +1,5 @@
-"""The SQL store's statements, built once: each call only binds parameters and hits
-SQLAlchemy's compiled cache.
+"""The SQL store's statements, built once: each call only binds parameters and finds the
+statement compiled (SQLAlchemy's cache; on SQLite, the writer's own, by identity).
 
 Every state change is a single ``UPDATE ... WHERE status = <expected>`` whose row
 count (or ``RETURNING``) tells whether the caller won.
@@ -7,6 +7,7 @@ count (or ``RETURNING``) tells whether the caller won.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -140,24 +141,38 @@ def list_jobs(
     client_id: str | None,
     after: tuple[float, str] | None,
     limit: int,
-) -> sa.Select[Any]:
-    """Jobs newest first, filtered, after the (created_at, job_id) of a paging cursor."""
-    query = sa.select(jobs)
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """Jobs newest first, filtered, after the (created_at, job_id) of a paging cursor:
+    the statement (one per set of filters, built once) and its parameters."""
+    params: dict[str, Any] = {"limit": limit}
     if status is not None:
-        query = query.where(jobs.c.status == status)
+        params["status"] = status
     if algorithm is not None:
-        query = query.where(jobs.c.algorithm == algorithm)
+        params["algorithm"] = algorithm
     if client_id is not None:
-        query = query.where(jobs.c.client_id == client_id)
+        params["client_id"] = client_id
     if after is not None:
-        created_at, job_id = after
+        params["after_created"], params["after_id"] = after
+    return _list_jobs(frozenset(params)), params
+
+
+@functools.cache
+def _list_jobs(filters: frozenset[str]) -> sa.Select[Any]:
+    query = sa.select(jobs)
+    for name in ("status", "algorithm", "client_id"):
+        if name in filters:
+            query = query.where(jobs.c[name] == sa.bindparam(name))
+    if "after_id" in filters:
+        created_at = sa.bindparam("after_created", type_=sa.Double)
         query = query.where(
             sa.or_(
                 jobs.c.created_at < created_at,
-                sa.and_(jobs.c.created_at == created_at, jobs.c.job_id < job_id),
+                sa.and_(jobs.c.created_at == created_at, jobs.c.job_id < sa.bindparam("after_id")),
             )
         )
-    return query.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit)
+    return query.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(
+        sa.bindparam("limit")
+    )
 
 
 _ATTEMPT_COLUMNS: Final = (

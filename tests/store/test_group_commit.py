@@ -7,35 +7,36 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from primaa.store.group_commit import GroupCommit
 from primaa.store.sql_engine import sqlite_engine
+from primaa.store.sqlite_session import SqliteSession, SqliteWriter
 
 
 @pytest.fixture
 async def commits(tmp_path: Path) -> AsyncIterator[GroupCommit]:
-    # The store's engine: pysqlite's own transaction handling breaks SAVEPOINTs.
+    # The store's engine: the driver opens no transaction itself, the writer does.
     engine = sqlite_engine(make_url(f"sqlite:///{tmp_path / 'g.sqlite3'}"))
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)")
-    group = GroupCommit(engine, thread_name="test-group-commit")
+    group = GroupCommit(SqliteWriter(engine), thread_name="test-group-commit")
     yield group
-    await group.call(engine.dispose)
     await group.close()
+    engine.dispose()
 
 
 def insert(key: str) -> object:
-    def op(conn: Connection) -> str:
+    def op(conn: SqliteSession) -> str:
         conn.exec_driver_sql("INSERT INTO t (k) VALUES (?)", (key,))
         return key
 
     return op
 
 
-def keys(conn: Connection) -> list[str]:
-    return [k for (k,) in conn.exec_driver_sql("SELECT k FROM t ORDER BY k")]
+def keys(conn: SqliteSession) -> list[str]:
+    return [k for (k,) in conn.exec_driver_sql("SELECT k FROM t ORDER BY k").all()]
 
 
 async def test_concurrent_operations_share_transactions(commits: GroupCommit) -> None:
@@ -62,7 +63,7 @@ async def test_a_database_error_fails_only_its_own_operation(commits: GroupCommi
 
 
 async def test_a_domain_error_keeps_the_neighbours_writes(commits: GroupCommit) -> None:
-    def refuse(_: Connection) -> None:
+    def refuse(_: SqliteSession) -> None:
         raise KeyError("no such thing")
 
     outcomes = await asyncio.gather(
@@ -81,7 +82,7 @@ async def test_an_operation_that_wrote_then_failed_leaves_no_trace(commits: Grou
     """The batch runs again, one operation per transaction: its own is rolled back,
     its neighbours commit."""
 
-    def write_then_refuse(conn: Connection) -> None:
+    def write_then_refuse(conn: SqliteSession) -> None:
         conn.exec_driver_sql("INSERT INTO t (k) VALUES ('half-done')")
         raise KeyError("refused after writing")
 
@@ -102,7 +103,7 @@ async def test_an_operation_alone_that_wrote_then_failed_leaves_no_trace(
 ) -> None:
     """Alone in its transaction: the transaction is rolled back."""
 
-    def write_then_refuse(conn: Connection) -> None:
+    def write_then_refuse(conn: SqliteSession) -> None:
         conn.exec_driver_sql("INSERT INTO t (k) VALUES ('half-done')")
         raise KeyError("refused after writing")
 

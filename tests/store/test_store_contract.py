@@ -834,7 +834,7 @@ async def _schema_state(store: JobStore) -> tuple[list[str], list[Any]]:
         context = MigrationContext.configure(conn)
         return list(context.get_current_heads()), compare_metadata(context, metadata)
 
-    return await store.run(inspect)
+    return await store.run_sqlalchemy(inspect)
 
 
 async def test_migrations_match_the_tables_and_are_idempotent(sql_backend: Backend) -> None:
@@ -869,10 +869,10 @@ async def test_migration_0005_adds_and_drops_the_image_column_keeping_jobs(
 
         return run
 
-    await store.run(migrate("0004", down=True))
+    await store.run_sqlalchemy(migrate("0004", down=True))
     state, _ = await _schema_state(store)
     assert state == ["0004"]
-    await store.run(migrate("head"))
+    await store.run_sqlalchemy(migrate("head"))
     assert await _schema_state(store) == (["0008"], [])
     job = await run_one(store)
     assert job.image is None

@@ -1,0 +1,204 @@
+"""The SQLite writer's transactions: SQLAlchemy statements compiled once, run by the driver.
+
+SQLAlchemy's ``Connection.execute`` spends 50-100 us of CPU per statement before
+SQLite sees it (the statement's cache key, an execution context, a result), and a
+trivial job runs about ten statements in the writer thread, which shares the GIL
+with the event loop. The store's statements are built once (module constants, a
+few per filter), so here each is compiled once per shape and then run on the
+``sqlite3`` connection itself: its parameters bound with SQLAlchemy's own bind
+processors (JSON as text), its rows returned as tuples (JSON as text, booleans as
+integers, which :mod:`primaa.store.rows` decodes either way). Statements with
+``IN`` lists are expanded per call by SQLAlchemy (``construct_expanded_state``).
+
+Errors are SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` subclasses, as through
+SQLAlchemy: the store's error policy does not know which way a statement ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from primaa.store.sql_connection import Parameters
+
+#: Compiled shapes kept; a statement built per call (none is, today) would only
+#: cost its compilation.
+_MAX_COMPILED: Final = 1024
+
+_Bind = tuple[str, Callable[[Any], Any] | None, Any]
+
+
+class _Compiled(NamedTuple):
+    sql: str
+    #: Per ``?`` in order: the parameter's name, its bind processor, its own value.
+    binds: tuple[_Bind, ...]
+    #: Set when the statement has ``IN`` lists, expanded per call.
+    expanding: SQLCompiler | None
+
+
+class Fetched:
+    """A statement's outcome: its rows (all read) and the rows it changed."""
+
+    __slots__ = ("_keys", "_rows", "rowcount")
+
+    def __init__(self, keys: tuple[str, ...], rows: list[Any], rowcount: int) -> None:
+        self._keys = keys
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def keys(self) -> tuple[str, ...]:
+        return self._keys
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalars(self) -> _Scalars:
+        return _Scalars(row[0] for row in self._rows)
+
+
+class _Scalars(list[Any]):
+    def all(self) -> list[Any]:
+        return self
+
+
+class SqliteSession:
+    """The writer connection inside a transaction (see the module's docstring)."""
+
+    def __init__(self, driver: sqlite3.Connection, dialect: Dialect) -> None:
+        self._driver = driver
+        self._dialect = dialect
+        self._compiled: dict[Any, _Compiled] = {}
+
+    @property
+    def total_changes(self) -> int:
+        """Rows changed on this connection so far (how group commit sees a write)."""
+        return self._driver.total_changes
+
+    def rollback(self) -> None:
+        self._driver.rollback()
+
+    def execute(self, statement: sa.Executable, parameters: Parameters | None = None, /) -> Fetched:
+        if parameters is None or isinstance(parameters, Mapping):
+            values: Mapping[str, Any] = parameters or {}
+            compiled = self._compile(statement, values)
+            sql, args = self._bind(compiled, values)
+            return self._run(sql, lambda: self._driver.execute(sql, args), values)
+        many: Sequence[Mapping[str, Any]] = parameters
+        if not many:
+            return Fetched((), [], 0)
+        compiled = self._compile(statement, many[0])
+        bound = [self._bind(compiled, one) for one in many]
+        sql = bound[0][0]
+        return self._run(sql, lambda: self._driver.executemany(sql, [a for _, a in bound]), many)
+
+    def exec_driver_sql(self, sql: str, args: Sequence[Any] = ()) -> Fetched:
+        return self._run(sql, lambda: self._driver.execute(sql, args), args)
+
+    def _run(self, sql: str, execute: Callable[[], sqlite3.Cursor], shown: Any) -> Fetched:
+        try:
+            cursor = execute()
+            if cursor.description is None:
+                return Fetched((), [], cursor.rowcount)
+            rows = cursor.fetchall()
+            keys = tuple(column[0] for column in cursor.description)
+            return Fetched(keys, rows, cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, shown, exc, sqlite3.Error) from exc
+
+    def _compile(self, statement: sa.Executable, values: Mapping[str, Any]) -> _Compiled:
+        # An INSERT's columns are those given values: one shape per set of names.
+        key: Any = (statement, tuple(values)) if isinstance(statement, sa.Insert) else statement
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            if len(self._compiled) >= _MAX_COMPILED:
+                self._compiled.clear()
+            compiled = self._compiled[key] = self._compile_new(statement, values)
+        return compiled
+
+    def _compile_new(self, statement: sa.Executable, values: Mapping[str, Any]) -> _Compiled:
+        if not isinstance(statement, sa.ClauseElement):
+            raise TypeError(f"cannot compile {statement!r}")
+        compiled = statement.compile(dialect=self._dialect, column_keys=list(values))
+        assert isinstance(compiled, SQLCompiler)
+        # SQLAlchemy's own processors, per bind (tuple-typed binds, which have several,
+        # are not used by the store).
+        processors: Mapping[str, Any] = compiled._bind_processors
+        binds = tuple(
+            (name, processors.get(name), compiled.binds[name].effective_value)
+            for name in compiled.positiontup or ()
+        )
+        expanding = any(compiled.binds[name].expanding for name, _, _ in binds)
+        return _Compiled(compiled.string, binds, compiled if expanding else None)
+
+    @staticmethod
+    def _bind(compiled: _Compiled, values: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        if compiled.expanding is not None:
+            state = compiled.expanding.construct_expanded_state(values)
+            processors: Mapping[str, Any] = state.processors
+            args = [
+                processor(value) if (processor := processors.get(name)) else value
+                for name, value in zip(
+                    state.positiontup or (), state.positional_parameters, strict=True
+                )
+            ]
+            return state.statement, args
+        args = []
+        for name, processor, own in compiled.binds:
+            value = values.get(name, own)
+            args.append(value if processor is None else processor(value))
+        return compiled.sql, args
+
+
+class SqliteWriter:
+    """Holds the engine's one connection for the writer thread and opens its transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._proxied: PoolProxiedConnection | None = None
+        self._session: SqliteSession | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[SqliteSession]:
+        """BEGIN IMMEDIATE, commit on leaving, roll back on an exception."""
+        session = self._session or self._checkout()
+        driver = session._driver
+        session.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield session
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                driver.rollback()
+            raise
+        try:
+            driver.commit()
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                driver.rollback()
+            raise DBAPIError.instance("COMMIT", (), exc, sqlite3.Error) from exc
+
+    def close(self) -> None:
+        """Give the connection back to the engine's pool (to be disposed of)."""
+        if self._proxied is not None:
+            proxied, self._proxied, self._session = self._proxied, None, None
+            proxied.close()
+
+    def _checkout(self) -> SqliteSession:
+        self._proxied = self._engine.raw_connection()
+        driver = self._proxied.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        self._session = SqliteSession(driver, self._engine.dialect)
+        return self._session
