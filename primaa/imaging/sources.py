@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -26,7 +26,19 @@ from primaa.jobs.ports import ImageUnavailable
 
 __all__ = ["ImageSources", "ImageUnreadable"]
 
+#: Files up to this size are described on the event loop: describing reads only their
+#: head, and a hand-off to a thread and back costs more CPU than that.
+INLINE_DESCRIBE_BYTES: Final = 64 * 1024
+
 log = structlog.get_logger(__name__)
+
+
+def _small(path: Path) -> bool:
+    """One stat on the loop (a local spool file, or attributes the OS caches)."""
+    try:
+        return path.stat().st_size <= INLINE_DESCRIBE_BYTES
+    except OSError:
+        return False  # the thread meets the error again, and names it
 
 
 class ImageUnreadable(ImageUnavailable):
@@ -77,13 +89,16 @@ class ImageSources:
             return None
 
     async def describe(self, path: Path) -> dict[str, Any]:
-        """Open the image in a thread and say what it is; raise :class:`ImageUnreadable`."""
+        """Say what the image is (in a thread, unless the file is small); raise
+        :class:`ImageUnreadable`."""
+        if _small(path):
+            return self._describe(path)
+        return await asyncio.to_thread(self._describe, path)
+
+    def _describe(self, path: Path) -> dict[str, Any]:
         try:
-            return await asyncio.to_thread(
-                describe_image,
-                path,
-                max_flat_bytes=self._max_flat_bytes,
-                max_flat_pixels=self._max_flat_pixels,
+            return describe_image(
+                path, max_flat_bytes=self._max_flat_bytes, max_flat_pixels=self._max_flat_pixels
             )
         except SlideError as exc:
             raise ImageUnreadable(str(exc)) from None

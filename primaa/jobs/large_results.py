@@ -77,7 +77,10 @@ class LargeResults:
 
     async def prepare(self, job: Job, feature: Mapping[str, Any]) -> PreparedResult:
         """Encode the result once; write it to a file when it is too big for the store."""
-        encoded = await asyncio.to_thread(dumps, feature)
+        if _at_most(feature, INLINE_ENCODE_VALUES):
+            encoded = dumps(feature)
+        else:
+            encoded = await asyncio.to_thread(dumps, feature)
         stored, name = feature, None
         if len(encoded) > self._inline_max_bytes:
             name = await asyncio.to_thread(self._files.write, job.job_id, encoded)
@@ -160,3 +163,23 @@ class LargeResults:
         base = self._public_url or (job.service_url or "").rstrip("/")
         summary["properties"]["result_url"] = f"{base}/jobs/{job.job_id}/result"
         return summary
+
+
+#: A result of at most this many values (numbers, strings...) is encoded on the event
+#: loop, in microseconds: the hand-off to a thread and back would cost more.
+INLINE_ENCODE_VALUES: Final = 2000
+
+
+def _at_most(value: object, budget: int) -> bool:
+    """Whether ``value`` holds at most ``budget`` values; stops counting past it."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        budget -= 1
+        if budget < 0:
+            return False
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return True
