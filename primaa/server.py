@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -92,6 +93,11 @@ async def serve(app: web.Application, *, sock: socket.socket) -> None:
         try:
             await GuardedSite(runner, sock, guard).start()
             host, port = sock.getsockname()[:2]
+            # What start-up built (modules, plugins, the app) lives as long as the process:
+            # out of the collector's sight, a full collection no longer walks it. One took
+            # 280-460 ms with the event loop stopped, once per ~2,000 trivial jobs; 9 ms
+            # after this (gc callbacks, bench.pipeline's burst).
+            gc.freeze()
             log.info("listening", host=host, port=port)
             await stop.wait()
             await _unless(hurry, drain(app))
