@@ -30,7 +30,7 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
@@ -40,7 +40,7 @@ from primaa.store.group_commit import GroupCommit
 from primaa.store.rows import Rows
 from primaa.store.sql_connection import SqlConnection
 from primaa.store.sql_engine import SQLITE_MIN_VERSION, sqlite_engine, upgrade_schema
-from primaa.store.sqlite_session import SqliteWriter
+from primaa.store.sqlite_session import SqliteSession, SqliteWriter
 from primaa.store.storage_errors import storage_error
 
 T = TypeVar("T")
@@ -73,9 +73,7 @@ class SqliteAccess:
         self._path = pathlib.Path(url.database)
         self._writer = SqliteWriter(self.engine)
         self._commits: GroupCommit | None = None
-        self._reader: sqlite3.Connection | None = None
-        #: Each statement ``read`` ran, compiled for the reader.
-        self._compiled: dict[sa.Select[Any], _Compiled] = {}
+        self._reader: SqliteSession | None = None
 
     @property
     def commits(self) -> GroupCommit:
@@ -102,7 +100,7 @@ class SqliteAccess:
             reader.execute(f"PRAGMA busy_timeout={SQLITE_READER_BUSY_TIMEOUT_MS}")
             reader.execute("PRAGMA query_only=ON")
             reader.execute(f"PRAGMA mmap_size={SQLITE_READER_MMAP_BYTES}")
-            self._reader = reader
+            self._reader = SqliteSession(reader, self.dialect)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -143,23 +141,13 @@ class SqliteAccess:
         writer thread). For small reads only: the loop waits for them."""
         if self._reader is None:
             raise RuntimeError("the store is not open")
-        compiled = self._compiled.get(statement) or self._compile(statement)
         try:
-            cursor = self._reader.execute(compiled.sql, [params[n] for n in compiled.binds])
-            return Rows(compiled.keys, cursor.fetchall())
-        except sqlite3.Error as exc:
-            if not _is_locked(exc):
-                raise DBAPIError.instance(compiled.sql, params, exc, sqlite3.Error) from exc
+            fetched = self._reader.execute(statement, params)
+            return Rows(fetched.keys(), fetched.all())
+        except DBAPIError as exc:
+            if not (isinstance(exc.orig, sqlite3.Error) and _is_locked(exc.orig)):
+                raise
         return await self.run(lambda conn: Rows.of(conn.execute(statement, params)))
-
-    def _compile(self, statement: sa.Select[Any]) -> _Compiled:
-        compiled = statement.compile(dialect=self.dialect)
-        found = self._compiled[statement] = _Compiled(
-            sql=compiled.string,
-            binds=tuple(compiled.positiontup or ()),
-            keys=tuple(statement.selected_columns.keys()),
-        )
-        return found
 
 
 async def _unavailable_on_storage_errors(running: Awaitable[T]) -> T:
@@ -170,13 +158,3 @@ async def _unavailable_on_storage_errors(running: Awaitable[T]) -> T:
         if (unavailable := storage_error(exc)) is not None:
             raise unavailable from exc
         raise
-
-
-class _Compiled(NamedTuple):
-    """A statement as the reader runs it."""
-
-    sql: str
-    #: The names of its parameters, in the order of its ``?``.
-    binds: tuple[str, ...]
-    #: The names of its columns (the reader's rows are plain tuples).
-    keys: tuple[str, ...]

@@ -1,4 +1,5 @@
-"""The SQLite writer's transactions: SQLAlchemy statements compiled once, run by the driver.
+"""SQLAlchemy statements compiled once and run by the SQLite driver: the writer's
+transactions and the status reader.
 
 SQLAlchemy's ``Connection.execute`` spends 50-100 us of CPU per statement before
 SQLite sees it (the statement's cache key, an execution context, a result), and a
@@ -34,12 +35,15 @@ from primaa.store.sql_connection import Parameters
 _MAX_COMPILED: Final = 1024
 
 _Bind = tuple[str, Callable[[Any], Any] | None, Any]
+_NO_VALUES: Final[Mapping[str, Any]] = {}
 
 
 class _Compiled(NamedTuple):
     sql: str
     #: Per ``?`` in order: the parameter's name, its bind processor, its own value.
     binds: tuple[_Bind, ...]
+    #: The names alone, when no parameter has a processor or a value of its own.
+    plain: tuple[str, ...] | None
     #: Set when the statement has ``IN`` lists, expanded per call.
     expanding: SQLCompiler | None
 
@@ -76,12 +80,15 @@ class _Scalars(list[Any]):
 
 
 class SqliteSession:
-    """The writer connection inside a transaction (see the module's docstring)."""
+    """A ``sqlite3`` connection running SQLAlchemy statements (see the module's docstring):
+    the writer's, inside its transactions, and the status reader's, in autocommit."""
 
     def __init__(self, driver: sqlite3.Connection, dialect: Dialect) -> None:
         self._driver = driver
         self._dialect = dialect
         self._compiled: dict[Any, _Compiled] = {}
+        #: The column names of each SQL text run, from its first cursor.
+        self._keys: dict[str, tuple[str, ...]] = {}
 
     @property
     def total_changes(self) -> int:
@@ -91,35 +98,48 @@ class SqliteSession:
     def rollback(self) -> None:
         self._driver.rollback()
 
+    def close(self) -> None:
+        self._driver.close()
+
     def execute(self, statement: sa.Executable, parameters: Parameters | None = None, /) -> Fetched:
         if parameters is None or isinstance(parameters, Mapping):
-            values: Mapping[str, Any] = parameters or {}
-            compiled = self._compile(statement, values)
-            sql, args = self._bind(compiled, values)
-            return self._run(sql, lambda: self._driver.execute(sql, args), values)
-        many: Sequence[Mapping[str, Any]] = parameters
-        if not many:
+            values: Mapping[str, Any] = parameters or _NO_VALUES
+            sql, args = self._bind(self._compile(statement, values), values)
+            try:
+                return self._fetched(sql, self._driver.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        if not parameters:
             return Fetched((), [], 0)
-        compiled = self._compile(statement, many[0])
-        bound = [self._bind(compiled, one) for one in many]
+        compiled = self._compile(statement, parameters[0])
+        bound = [self._bind(compiled, values) for values in parameters]
         sql = bound[0][0]
-        return self._run(sql, lambda: self._driver.executemany(sql, [a for _, a in bound]), many)
+        try:
+            return self._fetched(sql, self._driver.executemany(sql, [args for _, args in bound]))
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
 
     def exec_driver_sql(self, sql: str, args: Sequence[Any] = ()) -> Fetched:
-        return self._run(sql, lambda: self._driver.execute(sql, args), args)
-
-    def _run(self, sql: str, execute: Callable[[], sqlite3.Cursor], shown: Any) -> Fetched:
         try:
-            cursor = execute()
-            if cursor.description is None:
-                return Fetched((), [], cursor.rowcount)
-            rows = cursor.fetchall()
-            keys = tuple(column[0] for column in cursor.description)
-            return Fetched(keys, rows, cursor.rowcount)
+            return self._fetched(sql, self._driver.execute(sql, args))
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(sql, shown, exc, sqlite3.Error) from exc
+            raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+
+    def _fetched(self, sql: str, cursor: sqlite3.Cursor) -> Fetched:
+        if cursor.description is None:
+            return Fetched((), [], cursor.rowcount)
+        rows = cursor.fetchall()
+        keys = self._keys.get(sql)
+        if keys is None:
+            if len(self._keys) >= _MAX_COMPILED:
+                self._keys.clear()
+            keys = self._keys[sql] = tuple(column[0] for column in cursor.description)
+        return Fetched(keys, rows, cursor.rowcount)
 
     def _compile(self, statement: sa.Executable, values: Mapping[str, Any]) -> _Compiled:
+        compiled = self._compiled.get(statement)
+        if compiled is not None:
+            return compiled
         # An INSERT's columns are those given values: one shape per set of names.
         key: Any = (statement, tuple(values)) if isinstance(statement, sa.Insert) else statement
         compiled = self._compiled.get(key)
@@ -142,7 +162,13 @@ class SqliteSession:
             for name in compiled.positiontup or ()
         )
         expanding = any(compiled.binds[name].expanding for name, _, _ in binds)
-        return _Compiled(compiled.string, binds, compiled if expanding else None)
+        plain = all(processor is None and own is None for _, processor, own in binds)
+        return _Compiled(
+            compiled.string,
+            binds,
+            tuple(name for name, _, _ in binds) if plain else None,
+            compiled if expanding else None,
+        )
 
     @staticmethod
     def _bind(compiled: _Compiled, values: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -156,6 +182,8 @@ class SqliteSession:
                 )
             ]
             return state.statement, args
+        if compiled.plain is not None:
+            return compiled.sql, [values[name] for name in compiled.plain]
         args = []
         for name, processor, own in compiled.binds:
             value = values.get(name, own)

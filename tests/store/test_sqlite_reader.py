@@ -49,9 +49,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
 
 
 def _replace_reader(store: SqlStore, reader: object) -> object:
+    """Swap the reader's ``sqlite3`` connection (under the statements it runs)."""
     access = store.database
     assert isinstance(access, SqliteAccess)
-    real, access._reader = access._reader, reader  # type: ignore[assignment]
+    session = access._reader
+    assert session is not None
+    real, session._driver = session._driver, reader  # type: ignore[assignment]
     return real
 
 
