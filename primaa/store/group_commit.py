@@ -14,10 +14,10 @@ outcome, and never leaves half of its writes behind. Most raise before they
 write, and their neighbours commit as usual. One that had written (SQLite's
 change counter moved) makes the batch roll back and run again one operation per
 transaction, where its own error rolls its own transaction back. A savepoint
-per operation would give the same guarantee at a price: two statements that
-SQLAlchemy compiles afresh each time, about 100 us of CPU per operation (1.2x
-the service CPU of a trivial job, side by side), for a case no operation has
-today. A database error likewise rolls the whole transaction back (SQLite may
+per operation would give the same guarantee for two more statements per
+operation (through SQLAlchemy, which compiled them afresh each time, they cost
+1.2x the service CPU of a trivial job, side by side), for a case no operation
+has today. A database error likewise rolls the whole transaction back (SQLite may
 already have done so) and the operations run again one per transaction, so one
 bad operation fails alone.
 """
