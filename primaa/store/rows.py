@@ -23,6 +23,7 @@ from primaa.fastjson import dumps, loads
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
+    DeliveryRecord,
     DeliveryStatus,
     Job,
     JobState,
@@ -64,6 +65,13 @@ _DELIVERY_COLUMNS: Final = (
     "created_at",
 )
 _ATTEMPT_COLUMNS: Final = ("attempt_at", "attempt_status_code", "attempt_error", "attempt_duration")
+#: What a delivery's record shows, as :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`
+#: names it, and the order of its rows.
+_RECORD_COLUMNS: Final = tuple(
+    f"delivery_{name}" for name in ("delivery_id", "url", "status", "next_attempt_at", "created_at")
+)
+_RECORD_ORDER: Final = ("delivery_created_at", "delivery_delivery_id", "attempt_id")
+_DELIVERY_STATUSES: Final = {status.value: status for status in DeliveryStatus}
 
 
 @functools.cache
@@ -164,13 +172,36 @@ def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
     ]
 
 
-def job_with_deliveries(result: Rows) -> tuple[Job, list[Delivery]] | None:
-    """A job and its deliveries from rows of
-    :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`, if the job exists."""
-    job = first_job(result)
-    if job is None:
+def job_with_delivery_records(result: Rows) -> tuple[Job, list[DeliveryRecord]] | None:
+    """A job and the records of its deliveries from rows of
+    :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`, if the job exists: deliveries
+    by ``created_at`` then ``delivery_id``, attempts in the order they were made."""
+    rows = result.rows
+    if not rows:
         return None
-    return job, deliveries_from_rows(result, prefix="delivery_")
+    job = _job_from_values(_picker(_JOB_FIELDS, result.keys)(rows[0]))
+    pick_delivery = _picker(_RECORD_COLUMNS, result.keys)
+    pick_attempt = _picker(_ATTEMPT_COLUMNS, result.keys)
+    if len(rows) > 1:
+        pick_order = _picker(_RECORD_ORDER, result.keys)
+        rows = sorted(rows, key=pick_order)
+    found: dict[str, tuple[tuple[Any, ...], list[DeliveryAttempt]]] = {}
+    for row in rows:
+        delivery = pick_delivery(row)
+        if delivery[0] is None:
+            continue
+        entry = found.get(delivery[0])
+        if entry is None:
+            entry = found[delivery[0]] = (delivery, [])
+        at, status_code, error, duration = pick_attempt(row)
+        if at is not None:
+            entry[1].append(DeliveryAttempt(at, status_code, error, duration))
+    return job, [
+        DeliveryRecord(
+            delivery_id, url, _DELIVERY_STATUSES[status], next_attempt_at, tuple(attempts), created
+        )
+        for (delivery_id, url, status, next_attempt_at, created), attempts in found.values()
+    ]
 
 
 def job_row(job: Job) -> dict[str, Any]:
