@@ -41,6 +41,14 @@ def _render_json(value: Any, **kwargs: Any) -> str:
     return dumps(value, kwargs.get("default")).decode()
 
 
+def _json_default(value: Any) -> Any:
+    """What is not JSON, as structlog's JSONRenderer writes it: ``__structlog__()``, else repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
 class _UtcTimestamp:
     """``timestamp`` in ISO 8601 UTC with microseconds, like ``TimeStamper(fmt="iso")``;
     the part up to the seconds is formatted once per second."""
@@ -109,7 +117,8 @@ _writer: LineWriter | None = None
 class _JsonChain(NamedTuple):
     """The JSON set-up of :func:`configure_logging`, for :func:`log_info_directly`."""
 
-    #: The processor list given to structlog: still in force while structlog has it.
+    #: The processor list given to structlog, in force while structlog has it and it ends
+    #: with ``renderer``.
     processors: list[structlog.typing.Processor]
     timestamp: _UtcTimestamp
     renderer: structlog.processors.JSONRenderer
@@ -129,16 +138,21 @@ def log_info_directly(event: str, fields: dict[str, Any]) -> bool:
     structlog then. For the request line, logged on every request: ``fields`` is used up.
     """
     chain = _json_chain
-    if chain is None or structlog.get_config()["processors"] is not chain.processors:
+    if chain is None:
+        return False
+    # structlog.testing.capture_logs swaps the list's contents, keeping the list.
+    processors = structlog.get_config()["processors"]
+    if processors is not chain.processors or processors[-1] is not chain.renderer:
         return False
     fields["event"] = event
     structlog.contextvars.merge_contextvars(None, "info", fields)
     fields["level"] = "info"
     chain.timestamp(None, "info", fields)
-    _redact(None, "info", fields)
-    # No exc_info here, so format_exc_info has nothing to do.
-    line = chain.renderer(None, "info", fields)
-    chain.writer.msg(line if isinstance(line, str) else line.decode())
+    if not SECRET_KEYS.isdisjoint(fields):
+        _redact(None, "info", fields)
+    # No exc_info here, so format_exc_info has nothing to do; the renderer's serializer
+    # and default, called without it.
+    chain.writer.msg(dumps(fields, _json_default).decode())
     return True
 
 
@@ -157,7 +171,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     writer = _writer = LineWriter(sys.stderr)
     json_output = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     if json_output:
-        renderer = json_renderer = structlog.processors.JSONRenderer(serializer=_render_json)
+        renderer = json_renderer = structlog.processors.JSONRenderer(
+            serializer=_render_json, default=_json_default
+        )
     else:
         # Plain tracebacks: rich's would print frame locals, and a local may hold a token.
         renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)

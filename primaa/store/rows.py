@@ -122,11 +122,32 @@ def first_job(result: Rows) -> Job | None:
     return _job_from_values(_picker(_JOB_FIELDS, result.keys)(result.rows[0]))
 
 
+class _LastPickers:
+    """The pickers of one decoder for the keys it last read, found again by identity: the
+    status reader passes the same keys object on every read, and the lookup of
+    :func:`_picker` hashes both tuples (a tenth of decoding a job with its deliveries)."""
+
+    def __init__(self, *names: tuple[str, ...]) -> None:
+        self._names = names
+        #: The keys and their pickers, replaced as one value: a thread may decode too.
+        self._last: tuple[tuple[str, ...], tuple[Callable[[Sequence[Any]], Any], ...]] = ((), ())
+
+    def __call__(self, keys: tuple[str, ...]) -> tuple[Callable[[Sequence[Any]], Any], ...]:
+        last = self._last
+        if last[0] is not keys:
+            last = self._last = (keys, tuple(_picker(names, keys) for names in self._names))
+        return last[1]
+
+
+_state_pickers: Final = _LastPickers(_STATE_COLUMNS)
+
+
 def first_state(result: Rows) -> JobState | None:
     """The job state of the first row (``status``, ``error``, ``client_id``), if any."""
     if not result.rows:
         return None
-    status, error, client_id = _picker(_STATE_COLUMNS, result.keys)(result.rows[0])
+    (pick,) = _state_pickers(result.keys)
+    status, error, client_id = pick(result.rows[0])
     return JobState(_STATUSES[status], error, client_id)
 
 
@@ -172,6 +193,9 @@ def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
     ]
 
 
+_record_pickers: Final = _LastPickers(_JOB_FIELDS, _RECORD_COLUMNS, _ATTEMPT_COLUMNS, _RECORD_ORDER)
+
+
 def job_with_delivery_records(result: Rows) -> tuple[Job, list[DeliveryRecord]] | None:
     """A job and the records of its deliveries from rows of
     :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`, if the job exists: deliveries
@@ -179,11 +203,9 @@ def job_with_delivery_records(result: Rows) -> tuple[Job, list[DeliveryRecord]] 
     rows = result.rows
     if not rows:
         return None
-    job = _job_from_values(_picker(_JOB_FIELDS, result.keys)(rows[0]))
-    pick_delivery = _picker(_RECORD_COLUMNS, result.keys)
-    pick_attempt = _picker(_ATTEMPT_COLUMNS, result.keys)
+    pick_job, pick_delivery, pick_attempt, pick_order = _record_pickers(result.keys)
+    job = _job_from_values(pick_job(rows[0]))
     if len(rows) > 1:
-        pick_order = _picker(_RECORD_ORDER, result.keys)
         rows = sorted(rows, key=pick_order)
     found: dict[str, tuple[tuple[Any, ...], list[DeliveryAttempt]]] = {}
     for row in rows:
