@@ -16,7 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from primaa import __version__
 from primaa.api.auth import api_key_auth
-from primaa.api.middlewares import request_context, validate_input
+from primaa.api.middlewares import request_context
 from primaa.api.openapi import build_openapi
 from primaa.api.routes import add_routes
 from primaa.appkeys import (
@@ -78,7 +78,6 @@ def create_app(
     if settings.api_keys:
         # Without keys there is nothing to check, and no layer on every request.
         middlewares.append(api_key_auth(settings))
-    middlewares.append(validate_input)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[REGISTRY] = registry or load_registry(

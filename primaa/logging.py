@@ -7,7 +7,8 @@ contextvars, merged first so every line about a request or job carries them.
 The service logs a line per request, so a line must be cheap: JSON is rendered
 by :func:`primaa.fastjson.dumps`, the timestamp's date and time are formatted
 once a second, and the lines logged during one turn of the event loop go out in
-one write (:class:`LineWriter`).
+one write (:class:`LineWriter`). The request line skips structlog's bound-logger
+machinery altogether (:func:`log_info_directly`) while the JSON set-up is in force.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import structlog
 
@@ -38,6 +39,14 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 
 def _render_json(value: Any, **kwargs: Any) -> str:
     return dumps(value, kwargs.get("default")).decode()
+
+
+def _json_default(value: Any) -> Any:
+    """What is not JSON, as structlog's JSONRenderer writes it: ``__structlog__()``, else repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
 
 
 class _UtcTimestamp:
@@ -105,6 +114,48 @@ class LineWriter:
 _writer: LineWriter | None = None
 
 
+class _JsonChain(NamedTuple):
+    """The JSON set-up of :func:`configure_logging`, for :func:`log_info_directly`."""
+
+    #: The processor list given to structlog, in force while structlog has it and it ends
+    #: with ``renderer``.
+    processors: list[structlog.typing.Processor]
+    timestamp: _UtcTimestamp
+    renderer: structlog.processors.JSONRenderer
+    writer: LineWriter
+
+
+#: Set while info lines are rendered as JSON; ``None`` for console output or a higher level.
+_json_chain: _JsonChain | None = None
+
+
+def log_info_directly(event: str, fields: dict[str, Any]) -> bool:
+    """Write ``fields`` as the info line ``event``, the very line ``log.info(event, **fields)``
+    writes under the JSON set-up, without structlog's bound logger (a third of the cost).
+
+    Returns ``False``, having written nothing, when that set-up is not the one in force
+    (console output, a level above info, a test capturing logs): the caller logs through
+    structlog then. For the request line, logged on every request: ``fields`` is used up.
+    """
+    chain = _json_chain
+    if chain is None:
+        return False
+    # structlog.testing.capture_logs swaps the list's contents, keeping the list.
+    processors = structlog.get_config()["processors"]
+    if processors is not chain.processors or processors[-1] is not chain.renderer:
+        return False
+    fields["event"] = event
+    structlog.contextvars.merge_contextvars(None, "info", fields)
+    fields["level"] = "info"
+    chain.timestamp(None, "info", fields)
+    if not SECRET_KEYS.isdisjoint(fields):
+        _redact(None, "info", fields)
+    # No exc_info here, so format_exc_info has nothing to do; the renderer's serializer
+    # and default, called without it.
+    chain.writer.msg(dumps(fields, _json_default).decode())
+    return True
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     if _writer is not None:
@@ -112,29 +163,38 @@ def _flush_at_exit() -> None:
 
 
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    global _writer
+    global _writer, _json_chain
     renderer: structlog.typing.Processor
+    json_renderer: structlog.processors.JSONRenderer | None = None
     if _writer is not None:
         _writer.flush()
     writer = _writer = LineWriter(sys.stderr)
     json_output = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     if json_output:
-        renderer = structlog.processors.JSONRenderer(serializer=_render_json)
+        renderer = json_renderer = structlog.processors.JSONRenderer(
+            serializer=_render_json, default=_json_default
+        )
     else:
         # Plain tracebacks: rich's would print frame locals, and a local may hold a token.
         renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    timestamp = _UtcTimestamp()
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        timestamp,
+        _redact,
+        structlog.processors.format_exc_info if json_output else structlog.dev.set_exc_info,
+        renderer,
+    ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            _UtcTimestamp(),
-            _redact,
-            structlog.processors.format_exc_info if json_output else structlog.dev.set_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
+    )
+    _json_chain = (
+        _JsonChain(processors, timestamp, json_renderer, writer)
+        if json_renderer is not None and threshold <= logging.INFO
+        else None
     )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from primaa.logging import configure_logging
+from primaa.logging import configure_logging, log_info_directly
 
 TOKEN = "cb-token-5f1e2d"
 
@@ -84,3 +84,42 @@ async def test_lines_logged_on_the_event_loop_are_written_at_the_end_of_the_turn
     await asyncio.sleep(0)
     events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert events == ["first", "second"]
+
+
+def _request_fields() -> dict[str, object]:
+    return {"method": "GET", "path": "/status/abc", "status": 200, "ms": 1.25}
+
+
+def test_a_line_written_directly_is_the_line_structlog_writes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", "info")
+    structlog.contextvars.bind_contextvars(request_id="r-1", client_id="c-1", token=TOKEN)
+    try:
+        structlog.get_logger("test").info("request", **_request_fields())
+        assert log_info_directly("request", _request_fields())
+    finally:
+        structlog.contextvars.clear_contextvars()
+    through_structlog, direct = capsys.readouterr().err.splitlines()
+    first, second = json.loads(through_structlog), json.loads(direct)
+    assert TOKEN not in direct
+    assert list(second) == list(first), "the same fields, in the same order"
+    assert {**second, "timestamp": first["timestamp"]} == first
+    assert second["timestamp"].endswith("Z")
+
+
+@pytest.mark.parametrize("set_up", ["console", "warning", "captured"])
+def test_a_line_is_not_written_directly_under_another_set_up(
+    set_up: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The caller then logs through structlog, which renders, filters or captures it."""
+    if set_up == "console":
+        configure_logging("console", "info")
+    else:
+        configure_logging("json", "warning" if set_up == "warning" else "info")
+    if set_up == "captured":
+        with structlog.testing.capture_logs():
+            assert not log_info_directly("request", _request_fields())
+    else:
+        assert not log_info_directly("request", _request_fields())
+    assert capsys.readouterr().err == ""

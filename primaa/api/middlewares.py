@@ -1,11 +1,15 @@
-"""Request id, errors as JSON and one log line per request; input validated by the docs' schemas.
+"""Request id, errors as JSON and one log line per request, in the one middleware; input
+validated by the docs' schemas, around the views that have them.
 
-The first three concerns share one middleware: every layer is a coroutine frame
-on every request.
+Every middleware is a coroutine frame on every request (and any middleware at all adds
+aiohttp's own), so the first three concerns share one, and validation wraps only the
+views it applies to (:func:`validated`) instead of being a second middleware that a
+``GET /status/{id}`` passes through for nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -27,6 +31,7 @@ from primaa.api.errors import (
 )
 from primaa.appkeys import JSON_BODY, METRICS, QUERY, REQUEST_ID
 from primaa.jobs.errors import JobError
+from primaa.logging import log_info_directly
 
 log = structlog.get_logger(__name__)
 
@@ -44,9 +49,11 @@ _ID_COUNTER = itertools.count(1)
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, answer errors as JSON, and time, count and log the request."""
-    incoming = request.headers.get("X-Request-ID", "")
+    incoming = request.headers.get("X-Request-ID")
     request_id = (
-        incoming if _SAFE_ID.fullmatch(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+        incoming
+        if incoming is not None and _SAFE_ID.fullmatch(incoming)
+        else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
     )
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
@@ -68,14 +75,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - started
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].observe_request(request.method, route, status, elapsed)
-        log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=status,
-            ms=round(elapsed * 1000, 2),
-        )
+        method = request.method
+        request.app[METRICS].observe_request(method, route, status, elapsed)
+        fields = {"method": method, "path": request.path, "status": status}
+        fields["ms"] = round(elapsed * 1000, 2)
+        if not log_info_directly("request", fields):
+            log.info("request", **fields)
 
 
 def _error_as_json(exc: Exception, request_id: str) -> web.Response:
@@ -92,32 +97,42 @@ def _error_as_json(exc: Exception, request_id: str) -> web.Response:
     )
 
 
-@web.middleware
-async def validate_input(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Load the JSON body and query string with the schemas the view is documented with.
+def validated(view: Handler) -> Handler:
+    """``view``, loading first the JSON body and query string with the schemas it is
+    documented with; a view without schemas is returned as it is.
 
     The aiohttp-apispec decorators are the single source: what OpenAPI shows is
     what is enforced. Results go to ``request[JSON_BODY]`` and ``request[QUERY]``.
     """
-    for spec in getattr(request.match_info.handler, "__schemas__", ()):
-        location = (spec["locations"] or ["json"])[0]
-        schema: marshmallow.Schema = spec["schema"]
-        if location == "json":
-            meta = getattr(request.match_info.handler, "__apispec__", {})
-            accepted = meta.get("requestBody", {}).get("content", {})
-            if request.content_type == "multipart/form-data" and "multipart/form-data" in accepted:
-                continue
-            if 415 in meta.get("responses", {}) and not _is_json(request.content_type):
-                raise ApiError(
-                    415,
-                    "unsupported_media_type",
-                    f"expected application/json, not {request.content_type}",
-                )
-            request[JSON_BODY] = _load(schema, await read_json(request), "body")
-        elif location == "querystring":
-            query = {key: request.query.getone(key) for key in request.query}
-            request[QUERY] = _load(schema, query, "query")
-    return await handler(request)
+    specs = tuple(getattr(view, "__schemas__", ()))
+    if not specs:
+        return view
+    meta = getattr(view, "__apispec__", {})
+    accepted = meta.get("requestBody", {}).get("content", {})
+    json_only = 415 in meta.get("responses", {})
+
+    @functools.wraps(view)
+    async def validate_input(request: web.Request) -> web.StreamResponse:
+        for spec in specs:
+            location = (spec["locations"] or ["json"])[0]
+            schema: marshmallow.Schema = spec["schema"]
+            if location == "json":
+                content_type = request.content_type
+                if content_type == "multipart/form-data" and "multipart/form-data" in accepted:
+                    continue
+                if json_only and not _is_json(content_type):
+                    raise ApiError(
+                        415,
+                        "unsupported_media_type",
+                        f"expected application/json, not {content_type}",
+                    )
+                request[JSON_BODY] = _load(schema, await read_json(request), "body")
+            elif location == "querystring":
+                query = {key: request.query.getone(key) for key in request.query}
+                request[QUERY] = _load(schema, query, "query")
+        return await view(request)
+
+    return validate_input
 
 
 def _is_json(content_type: str) -> bool:

@@ -2,7 +2,7 @@
 
 aiohttp-apispec 2.2.3 can only emit Swagger 2.0, so we keep its decorators as
 the one place an endpoint is described (they also drive input validation, see
-``middlewares.validate_input``) and render OpenAPI 3 with apispec ourselves.
+``middlewares.validated``) and render OpenAPI 3 with apispec ourselves.
 Each installed algorithm's parameter schema becomes a component, so plugins
 show up in the docs as soon as they are installed.
 """
@@ -137,7 +137,7 @@ def _operation(handler: Any, meta: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _with_validation_errors(handler: Any, meta: dict[str, Any]) -> dict[Any, Any]:
-    """The view's documented answers plus those ``validate_input`` gives for its schemas.
+    """The view's documented answers plus those ``validated`` gives for its schemas.
 
     A view with a JSON body can get 400 (not JSON) and 413 (over ``max_body_bytes``),
     one with a query schema 422: documenting them here keeps every view honest.

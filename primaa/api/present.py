@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from primaa.jobs.model import Delivery, Job, JobStatus
+from primaa.jobs.model import Delivery, DeliveryRecord, Job, JobStatus
 
 
 def iso(timestamp: float | None) -> datetime.datetime | None:
@@ -17,7 +17,7 @@ def iso(timestamp: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
 
 
-def present_callback(deliveries: Sequence[Delivery]) -> dict[str, Any] | None:
+def present_callback(deliveries: Sequence[Delivery | DeliveryRecord]) -> dict[str, Any] | None:
     """The latest delivery of a job (a redelivery supersedes the first)."""
     if not deliveries:
         return None
@@ -39,7 +39,9 @@ def present_callback(deliveries: Sequence[Delivery]) -> dict[str, Any] | None:
     }
 
 
-def present_job(job: Job, deliveries: Sequence[Delivery] | None = None) -> dict[str, Any]:
+def present_job(
+    job: Job, deliveries: Sequence[Delivery | DeliveryRecord] | None = None
+) -> dict[str, Any]:
     base = f"/jobs/{job.job_id}"
     body: dict[str, Any] = {
         "job_id": job.job_id,

@@ -33,7 +33,7 @@ from primaa.jobs.errors import (
 )
 from primaa.jobs.images import JobImages
 from primaa.jobs.large_results import LargeResults, ResultDocument
-from primaa.jobs.model import Delivery, Job, JobState, JobStatus, new_id
+from primaa.jobs.model import Delivery, DeliveryRecord, Job, JobState, JobStatus, new_id
 from primaa.jobs.outcomes import Outcomes
 from primaa.jobs.ports import ImageSource, Notifier
 from primaa.jobs.running import RunningJobs
@@ -164,8 +164,8 @@ class JobManager:
 
     async def get_with_deliveries(
         self, job_id: str, *, client_id: str | None = None
-    ) -> tuple[Job, builtins.list[Delivery]]:
-        """The job and its callback deliveries, in one read of the store."""
+    ) -> tuple[Job, builtins.list[DeliveryRecord]]:
+        """The job and its callback deliveries (their records), in one read of the store."""
         found = await self.store.get_with_deliveries(job_id)
         job, deliveries = found if found is not None else (None, [])
         return self._with_live_progress(_visible(job, job_id, client_id)), deliveries

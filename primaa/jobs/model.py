@@ -174,3 +174,27 @@ class Delivery:
 
     def evolve(self, **changes: Any) -> Delivery:
         return dataclasses.replace(self, **changes)
+
+    def record(self) -> DeliveryRecord:
+        """What a reader of the job is shown of this delivery."""
+        return DeliveryRecord(
+            self.delivery_id,
+            self.url,
+            self.status,
+            self.next_attempt_at,
+            self.attempts,
+            self.created_at,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A delivery as ``GET /jobs/{id}`` shows it: where it is and its attempts, without the
+    payload and token it sends (a payload may be a whole result, read for nothing)."""
+
+    delivery_id: str
+    url: str
+    status: DeliveryStatus
+    next_attempt_at: float
+    attempts: tuple[DeliveryAttempt, ...]
+    created_at: float

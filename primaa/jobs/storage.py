@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
+    DeliveryRecord,
     DeliveryStatus,
     Job,
     JobState,
@@ -92,8 +93,11 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def get_with_deliveries(self, job_id: str) -> tuple[Job, builtins.list[Delivery]] | None:
-        """The job and :meth:`deliveries_for` it in one read (``GET /jobs/{id}``)."""
+    async def get_with_deliveries(
+        self, job_id: str
+    ) -> tuple[Job, builtins.list[DeliveryRecord]] | None:
+        """The job and the records of :meth:`deliveries_for` it, in that order, in one read
+        (``GET /jobs/{id}``)."""
 
     async def state(self, job_id: str) -> JobState | None:
         """The job's status, error and client_id, without reading the rest of it."""

@@ -19,6 +19,7 @@ from typing import Any
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
+    DeliveryRecord,
     DeliveryStatus,
     Job,
     JobState,
@@ -80,9 +81,13 @@ class MemoryStore:
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
-    async def get_with_deliveries(self, job_id: str) -> tuple[Job, builtins.list[Delivery]] | None:
+    async def get_with_deliveries(
+        self, job_id: str
+    ) -> tuple[Job, builtins.list[DeliveryRecord]] | None:
         job = self._jobs.get(job_id)
-        return None if job is None else (job, await self.deliveries_for(job_id))
+        if job is None:
+            return None
+        return job, [delivery.record() for delivery in await self.deliveries_for(job_id)]
 
     async def state(self, job_id: str) -> JobState | None:
         job = self._jobs.get(job_id)

@@ -21,6 +21,7 @@ from primaa.fastjson import dumps, loads
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
+    DeliveryRecord,
     DeliveryStatus,
     Job,
     JobState,
@@ -63,6 +64,13 @@ _DELIVERY_COLUMNS: Final = (
     "created_at",
 )
 _ATTEMPT_COLUMNS: Final = ("attempt_at", "attempt_status_code", "attempt_error", "attempt_duration")
+#: What a delivery's record shows, as :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`
+#: names it, and the order of its rows.
+_RECORD_COLUMNS: Final = tuple(
+    f"delivery_{name}" for name in ("delivery_id", "url", "status", "next_attempt_at", "created_at")
+)
+_RECORD_ORDER: Final = ("delivery_created_at", "delivery_delivery_id", "attempt_id")
+_DELIVERY_STATUSES: Final = {status.value: status for status in DeliveryStatus}
 
 
 @functools.cache
@@ -113,11 +121,32 @@ def first_job(result: Rows) -> Job | None:
     return _job_from_values(_picker(_JOB_FIELDS, result.keys)(result.rows[0]))
 
 
+class _LastPickers:
+    """The pickers of one decoder for the keys it last read, found again by identity: the
+    status reader passes the same keys object on every read, and the lookup of
+    :func:`_picker` hashes both tuples (a tenth of decoding a job with its deliveries)."""
+
+    def __init__(self, *names: tuple[str, ...]) -> None:
+        self._names = names
+        #: The keys and their pickers, replaced as one value: a thread may decode too.
+        self._last: tuple[tuple[str, ...], tuple[Callable[[Sequence[Any]], Any], ...]] = ((), ())
+
+    def __call__(self, keys: tuple[str, ...]) -> tuple[Callable[[Sequence[Any]], Any], ...]:
+        last = self._last
+        if last[0] is not keys:
+            last = self._last = (keys, tuple(_picker(names, keys) for names in self._names))
+        return last[1]
+
+
+_state_pickers: Final = _LastPickers(_STATE_COLUMNS)
+
+
 def first_state(result: Rows) -> JobState | None:
     """The job state of the first row (``status``, ``error``, ``client_id``), if any."""
     if not result.rows:
         return None
-    status, error, client_id = _picker(_STATE_COLUMNS, result.keys)(result.rows[0])
+    (pick,) = _state_pickers(result.keys)
+    status, error, client_id = pick(result.rows[0])
     return JobState(_STATUSES[status], error, client_id)
 
 
@@ -163,13 +192,37 @@ def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
     ]
 
 
-def job_with_deliveries(result: Rows) -> tuple[Job, list[Delivery]] | None:
-    """A job and its deliveries from rows of
-    :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`, if the job exists."""
-    job = first_job(result)
-    if job is None:
+_record_pickers: Final = _LastPickers(_JOB_FIELDS, _RECORD_COLUMNS, _ATTEMPT_COLUMNS, _RECORD_ORDER)
+
+
+def job_with_delivery_records(result: Rows) -> tuple[Job, list[DeliveryRecord]] | None:
+    """A job and the records of its deliveries from rows of
+    :data:`~primaa.store.statements.JOB_WITH_DELIVERIES`, if the job exists: deliveries
+    by ``created_at`` then ``delivery_id``, attempts in the order they were made."""
+    rows = result.rows
+    if not rows:
         return None
-    return job, deliveries_from_rows(result, prefix="delivery_")
+    pick_job, pick_delivery, pick_attempt, pick_order = _record_pickers(result.keys)
+    job = _job_from_values(pick_job(rows[0]))
+    if len(rows) > 1:
+        rows = sorted(rows, key=pick_order)
+    found: dict[str, tuple[tuple[Any, ...], list[DeliveryAttempt]]] = {}
+    for row in rows:
+        delivery = pick_delivery(row)
+        if delivery[0] is None:
+            continue
+        entry = found.get(delivery[0])
+        if entry is None:
+            entry = found[delivery[0]] = (delivery, [])
+        at, status_code, error, duration = pick_attempt(row)
+        if at is not None:
+            entry[1].append(DeliveryAttempt(at, status_code, error, duration))
+    return job, [
+        DeliveryRecord(
+            delivery_id, url, _DELIVERY_STATUSES[status], next_attempt_at, tuple(attempts), created
+        )
+        for (delivery_id, url, status, next_attempt_at, created), attempts in found.values()
+    ]
 
 
 def job_row(job: Job) -> dict[str, Any]:

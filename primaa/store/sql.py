@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from primaa.jobs.model import (
     Delivery,
     DeliveryAttempt,
+    DeliveryRecord,
     DeliveryStatus,
     Job,
     JobState,
@@ -51,7 +52,7 @@ from primaa.store.rows import (
     first_job,
     first_state,
     job_row,
-    job_with_deliveries,
+    job_with_delivery_records,
     jobs_from_rows,
     json_text,
 )
@@ -129,8 +130,10 @@ class SqlStore:
     async def get(self, job_id: str) -> Job | None:
         return first_job(await self.database.read(st.GET_JOB, {"job_id": job_id}))
 
-    async def get_with_deliveries(self, job_id: str) -> tuple[Job, builtins.list[Delivery]] | None:
-        return job_with_deliveries(
+    async def get_with_deliveries(
+        self, job_id: str
+    ) -> tuple[Job, builtins.list[DeliveryRecord]] | None:
+        return job_with_delivery_records(
             await self.database.read(st.JOB_WITH_DELIVERIES, {"job_id": job_id})
         )
 

@@ -971,7 +971,7 @@ async def test_get_with_deliveries_reads_a_job_and_its_deliveries_at_once(
         )
     assert await store.get_with_deliveries(jobs[0].job_id) == (
         await store.get(jobs[0].job_id),
-        await store.deliveries_for(jobs[0].job_id),
+        [delivery.record() for delivery in await store.deliveries_for(jobs[0].job_id)],
     )
     found = await store.get_with_deliveries(jobs[0].job_id)
     assert found is not None
