@@ -1,7 +1,9 @@
 """Running the ONNX network over an image of any size, and reading nucleus centres from it.
 
 The network sees overlapping windows (each with :data:`MARGIN` px of context kept from its
-neighbours), so memory stays bounded on large images and the heat map has no seams.
+neighbours), so memory stays bounded on large images and the heat map has no seams. Its
+heat map comes out at half the input's resolution (1 µm/px): the full-resolution level
+would cost most of the time and is not needed to place a centre within a micron.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import numpy.typing as npt
 
 from primaa_nuclei_net import peaks, scale
 
-#: Window core and context, in network pixels (0.5 µm/px): 256 µm cores, 24 µm of context,
-#: more than the network's receptive field reaches in practice.
+#: Window core and context, in network input pixels (0.5 µm/px): 256 µm cores, 32 µm of
+#: context, more than the network's receptive field reaches in practice. Both even.
 CORE = 512
-MARGIN = 48
-#: The network pools three times: each side it sees is padded to a multiple of this.
-MULTIPLE = 8
+MARGIN = 64
+#: Input pixels per heat-map pixel (a stride-2 stem).
+STRIDE = 2
+#: The stem and three poolings: each side the network sees is padded to a multiple of this.
+MULTIPLE = 16
 
 MODEL = "nuclei_net.onnx"
 
@@ -57,22 +61,35 @@ def _run(window: scale.UInt8Image) -> npt.NDArray[np.float32]:
     padded = np.pad(window, pad, mode=mode)
     batch = padded.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
     (heat,) = session().run(["heat"], {"image": batch})
-    return np.asarray(heat, dtype=np.float32)[0, 0, :height, :width]
+    return np.asarray(heat, dtype=np.float32)[0, 0, : _out(height), : _out(width)]
+
+
+def _out(side: int) -> int:
+    """Heat-map pixels along a side of ``side`` input pixels."""
+    return -(-side // STRIDE)
 
 
 def heat_map(
     image: scale.UInt8Image, progress: Callable[[float], None] | None = None
 ) -> npt.NDArray[np.float32]:
-    """Nucleus-centre heat map in [0, 1] of an image already at the network's resolution."""
+    """Nucleus-centre heat map in [0, 1], at half the resolution of ``image`` (0.5 µm/px).
+
+    Heat-map pixel ``q`` is centred on input pixel ``STRIDE * q + 0.5``.
+    """
     height, width = image.shape[:2]
-    heat = np.zeros((height, width), dtype=np.float32)
+    heat = np.zeros((_out(height), _out(width)), dtype=np.float32)
     corners = [(top, left) for top in range(0, height, CORE) for left in range(0, width, CORE)]
     for done, (top, left) in enumerate(corners, start=1):
         r0, c0 = max(0, top - MARGIN), max(0, left - MARGIN)
         r1, c1 = min(height, top + CORE + MARGIN), min(width, left + CORE + MARGIN)
         window = _run(image[r0:r1, c0:c1])
-        bottom, right = min(height, top + CORE), min(width, left + CORE)
-        heat[top:bottom, left:right] = window[top - r0 : bottom - r0, left - c0 : right - c0]
+        # Window corners are even, so its heat map sits on the whole image's grid.
+        top_o, left_o, r0_o, c0_o = (v // STRIDE for v in (top, left, r0, c0))
+        bottom_o = _out(min(height, top + CORE))
+        right_o = _out(min(width, left + CORE))
+        heat[top_o:bottom_o, left_o:right_o] = window[
+            top_o - r0_o : bottom_o - r0_o, left_o - c0_o : right_o - c0_o
+        ]
         if progress is not None:
             progress(done / len(corners))
     return heat
@@ -87,4 +104,5 @@ def detect(
     """``[x, y]`` nucleus centres in ``image`` pixels, for an image at ``image_mpp`` µm/px."""
     small, row_scale, column_scale = scale.to_network(image, image_mpp)
     found = peaks.find_peaks(heat_map(small, progress), threshold)
-    return scale.to_image(found, row_scale, column_scale)
+    # Heat-map pixel q is centred on network pixel 2q + 0.5: a grid at half the scale.
+    return scale.to_image(found, row_scale / STRIDE, column_scale / STRIDE)

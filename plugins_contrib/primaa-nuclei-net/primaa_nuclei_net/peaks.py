@@ -8,9 +8,9 @@ from scipy import ndimage
 
 FloatMap = npt.NDArray[np.float32]
 
-#: Two centres closer than this (network px, at 0.5 µm/px) are one: 2.5 µm, half the
-#: smallest common nucleus.
-MIN_DISTANCE = 3
+#: Two centres closer than this (heat-map px, at 1 µm/px) are one: 2 µm, well under the
+#: radius of the smallest common nucleus.
+MIN_DISTANCE = 2
 
 
 def find_peaks(
@@ -30,15 +30,28 @@ def find_peaks(
     labels, count = ndimage.label(maxima, structure=np.ones((3, 3)))
     if count == 0:
         return np.zeros((0, 2))
-    seeds = np.asarray(
-        ndimage.center_of_mass(maxima, labels, np.arange(1, count + 1)), dtype=np.float64
-    ).reshape(-1, 2)
+    # Centre of each plateau (almost all are one pixel): bincount is much cheaper than
+    # ndimage.center_of_mass over hundreds of labels.
+    at_rows, at_columns = np.nonzero(maxima)
+    label = labels[at_rows, at_columns]
+    pixels = np.bincount(label, minlength=count + 1)[1:]
+    seeds = np.stack(
+        [
+            np.bincount(label, at_rows, minlength=count + 1)[1:] / pixels,
+            np.bincount(label, at_columns, minlength=count + 1)[1:] / pixels,
+        ],
+        axis=1,
+    )
     rows = np.clip(np.rint(seeds[:, 0]).astype(np.intp), 0, heat.shape[0] - 1)
     columns = np.clip(np.rint(seeds[:, 1]).astype(np.intp), 0, heat.shape[1] - 1)
-    log = np.log(np.pad(np.clip(heat, 1e-6, None), 1, mode="edge").astype(np.float64))
-    centre = log[rows + 1, columns + 1]
-    d_row = _vertex(log[rows, columns + 1], centre, log[rows + 2, columns + 1])
-    d_column = _vertex(log[rows + 1, columns], centre, log[rows + 1, columns + 2])
+    padded = np.pad(heat, 1, mode="edge")
+
+    def log(r: npt.NDArray[np.intp], c: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        return np.log(np.clip(padded[r, c].astype(np.float64), 1e-6, None))
+
+    centre = log(rows + 1, columns + 1)
+    d_row = _vertex(log(rows, columns + 1), centre, log(rows + 2, columns + 1))
+    d_column = _vertex(log(rows + 1, columns), centre, log(rows + 1, columns + 2))
     return np.stack([columns + d_column, rows + d_row], axis=1)
 
 

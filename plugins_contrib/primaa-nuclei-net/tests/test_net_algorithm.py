@@ -91,7 +91,9 @@ def test_windows_leave_no_seam_in_the_heat_map() -> None:
     assert small.shape[0] > detector.CORE
     tiled = detector.heat_map(small)
     whole = detector._run(small)
+    assert tiled.shape == whole.shape == (350, 300)  # 1 µm/px: half the input's sides
     assert np.abs(tiled - whole).max() < 0.02
+    assert detector.heat_map(small[:699, :599]).shape == (350, 300)  # odd sides round up
 
 
 def test_a_cancelled_job_stops() -> None:

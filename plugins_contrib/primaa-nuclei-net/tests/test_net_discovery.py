@@ -21,7 +21,7 @@ def test_registry_lists_poi_detection_net_with_its_slide_resolution() -> None:
     algorithm = registry.algorithms["poi_detection_net"]
     assert algorithm.plugin == "nuclei_net"
     assert not [b for b in registry.broken if b.name == "nuclei_net"]
-    assert (algorithm.algorithm.mpp, algorithm.algorithm.border_um) == (0.5, 24.0)
+    assert (algorithm.algorithm.mpp, algorithm.algorithm.border_um) == (0.5, 32.0)
 
 
 def test_weights_ship_inside_the_package_and_stay_small() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data import REPO, Tile, assign_folds, load_tiles, sample_patch
+from data import REPO, STRIDE, Tile, assign_folds, load_tiles, sample_patch
 from primaa_nuclei_net.scale import DEFAULT_IMAGE_MPP, to_network
 from torch import nn
 
@@ -29,45 +29,52 @@ DEV_SETS = [
     REPO.parent / "shared/data/nuclei-multiorgan-dev",
 ]
 FOLDS = 3
-WIDTHS = (16, 32, 48, 64)
+#: Channels of the stride-2 stem, then of each level (1, 2, 4 and 8 µm/px).
+STEM = 16
+WIDTHS = (8, 16, 32, 48)
 PATCH = 128
 BATCH = 12
-#: Four pooling steps: the input's sides are padded to a multiple of this.
-MULTIPLE = 2 ** (len(WIDTHS) - 1)
+#: The stem and three poolings: the input's sides are padded to a multiple of this.
+MULTIPLE = STRIDE * 2 ** (len(WIDTHS) - 1)
 
 
-def block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+def conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+    ]
 
 
 class CentreNet(nn.Module):
-    """A small U-Net: RGB in [0, 1] at 0.5 µm/px to a nucleus-centre heat map in [0, 1]."""
+    """RGB in [0, 1] at 0.5 µm/px to a nucleus-centre heat map in [0, 1] at 1 µm/px.
 
-    def __init__(self, widths: tuple[int, ...] = WIDTHS) -> None:
+    A 4x4 stride-2 stem takes the input to 1 µm/px at once: a level at the input's full
+    resolution cost most of the previous network's time and a centre needs no finer grid
+    (the peaks are refined below a pixel). Then a small U-Net: two convolutions per level
+    going down, one per level coming back up.
+    """
+
+    def __init__(self, stem: int = STEM, widths: tuple[int, ...] = WIDTHS) -> None:
         super().__init__()
+        # Kernel 4, stride 2, padding 1: output pixel q is centred on input pixel 2q + 0.5.
+        self.stem = nn.Sequential(*conv(3, stem, kernel=4, stride=STRIDE))
         self.down = nn.ModuleList()
-        c_in = 3
+        c_in = stem
         for width in widths:
-            self.down.append(block(c_in, width))
+            self.down.append(nn.Sequential(*conv(c_in, width), *conv(width, width)))
             c_in = width
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for width in reversed(widths[:-1]):
             self.up.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-            self.merge.append(block(c_in + width, width))
+            self.merge.append(nn.Sequential(*conv(c_in + width, width)))
             c_in = width
         self.head = nn.Conv2d(c_in, 1, 1)
         self.register_buffer("mean", torch.tensor([0.7, 0.5, 0.7]).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / 0.2
+        x = self.stem((x - self.mean) / 0.2)
         skips = []
         for index, layer in enumerate(self.down):
             if index:
@@ -79,10 +86,8 @@ class CentreNet(nn.Module):
         return torch.sigmoid(self.head(x))
 
 
-def train(tiles: list[Tile], steps: int, seed: int, log: Path) -> CentreNet:
-    torch.manual_seed(seed)
+def train(model: CentreNet, tiles: list[Tile], steps: int, seed: int, log: Path) -> CentreNet:
     rng = np.random.default_rng(seed)
-    model = CentreNet()
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 3e-3, total_steps=steps)
     # Tiles drawn in proportion to their area: a 1000 px tile is four 512 px ones.
@@ -115,14 +120,15 @@ def train(tiles: list[Tile], steps: int, seed: int, log: Path) -> CentreNet:
 
 
 def predict(model: CentreNet, image: np.ndarray) -> np.ndarray:
-    """Heat map at 0.5 µm/px of a tile at the default 0.25 µm/px (as the plugin does)."""
+    """Heat map at 1 µm/px of a tile at the default 0.25 µm/px (as the plugin does)."""
     small, _, _ = to_network(image, DEFAULT_IMAGE_MPP)
     height, width = small.shape[:2]
     pad_h, pad_w = -height % MULTIPLE, -width % MULTIPLE
     padded = np.pad(small, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
     x = torch.from_numpy(padded.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
     with torch.no_grad():
-        return model(x)[0, 0, :height, :width].numpy()
+        heat = model(x)[0, 0].numpy()
+    return heat[: -(-height // STRIDE), : -(-width // STRIDE)]
 
 
 def export(model: CentreNet, path: Path) -> None:
@@ -144,20 +150,27 @@ def main() -> None:
     parser.add_argument("mode", choices=["fold", "final"])
     parser.add_argument("fold", type=int, nargs="?", default=-1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=Path("/tmp/primaa-nuclei-net"))
+    parser.add_argument("--stem", type=int, default=STEM, help="to screen other widths")
+    parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="4 levels")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     tiles = load_tiles(DEV_SETS)
+    widths = tuple(int(w) for w in args.widths.split(","))
+    if len(widths) != len(WIDTHS):
+        parser.error(f"--widths: {len(WIDTHS)} levels")
+    torch.manual_seed(args.seed)  # the initial weights
+    net = CentreNet(args.stem, widths)
     if args.mode == "final":
-        model = train(tiles, args.steps, args.seed, args.out / "final.log")
+        model = train(net, tiles, args.steps, args.seed, args.out / "final.log")
         torch.save(model.state_dict(), args.out / "final.pt")
         export(model, PLUGIN / "primaa_nuclei_net" / "nuclei_net.onnx")
         return
     folds = assign_folds(tiles, FOLDS)
     training = [t for t in tiles if folds[t.name] != args.fold]
-    model = train(training, args.steps, args.seed, args.out / f"fold{args.fold}.log")
+    model = train(net, training, args.steps, args.seed, args.out / f"fold{args.fold}.log")
     torch.save(model.state_dict(), args.out / f"fold{args.fold}.pt")
     heat = {t.name: predict(model, t.image) for t in tiles if folds[t.name] == args.fold}
     np.savez_compressed(args.out / f"fold{args.fold}.npz", **heat)
