@@ -77,8 +77,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = resource.canonical if resource is not None else "unmatched"
         method = request.method
         request.app[METRICS].observe_request(method, route, status, elapsed)
-        fields = {"method": method, "path": request.path, "status": status}
-        fields["ms"] = round(elapsed * 1000, 2)
+        fields = {
+            "method": method,
+            "path": request.path,
+            "status": status,
+            "ms": round(elapsed * 1000, 2),
+        }
         if not log_info_directly("request", fields):
             log.info("request", **fields)
 

@@ -9,28 +9,15 @@ pool: progress goes to the sinks, and a cancelled job stops at its next report.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Final
 
-from primaa.imaging.decode import ImageDecodeError, decode_image, image_size
+from primaa.imaging.decode import ImageDecodeError, decode_image
 from primaa.jobs.ports import ImageUnavailable, ProgressSink, Task
 from primaa.plugins.algorithm import AlgorithmResult, AsyncAlgorithm, JobCancelled
 from primaa.plugins.registry import AlgorithmRegistry
 
-#: An image decoded on the loop: a file this small, of at most this many pixels
-#: (their header says; a small file may still hold a large, compressible image).
-INLINE_DECODE_BYTES: Final = 16 * 1024
+#: A flat image of at most this many pixels (its description says) is decoded on the loop.
 INLINE_DECODE_PIXELS: Final = 256 * 256
-
-
-def _tiny(path: Path) -> bool:
-    try:
-        if path.stat().st_size > INLINE_DECODE_BYTES:
-            return False
-        width, height = image_size(path)
-    except (OSError, ValueError, ImageDecodeError):  # the thread meets it again, names it
-        return False
-    return width * height <= INLINE_DECODE_PIXELS
 
 
 class LoopExecutor:
@@ -54,7 +41,7 @@ class LoopExecutor:
         if not isinstance(algorithm, AsyncAlgorithm):
             raise LookupError(f"{task.algorithm!r} is not an algorithm that runs on the event loop")
         try:
-            if _tiny(task.image_path):
+            if task.pixels is not None and task.pixels <= INLINE_DECODE_PIXELS:
                 image = decode_image(task.image_path, max_pixels=self._max_pixels)
             else:
                 image = await asyncio.to_thread(

@@ -71,6 +71,9 @@ class Task:
     region: object | None = None
     #: Unique among running tasks; the job's id when the job is one task.
     task_id: str = ""
+    #: The pixels of a flat image, as its description says (``None``: a slide, or not
+    #: known): an executor may decode a tiny one without a hand-off to a thread.
+    pixels: int | None = None
 
     def __post_init__(self) -> None:
         if not self.task_id:

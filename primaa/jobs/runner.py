@@ -137,7 +137,9 @@ class JobRunner:
         slots = self._io_slots if isinstance(algorithm, AsyncAlgorithm) else self._cpu_slots
         async with slots:
             running.stage = "running"
-            task = Task(job.job_id, job.algorithm, image_path, job.parameters)
+            task = Task(
+                job.job_id, job.algorithm, image_path, job.parameters, pixels=_flat_pixels(job)
+            )
             try:
                 async with asyncio.timeout(limit) as deadline:
                     return await executor.run(task)
@@ -146,3 +148,11 @@ class JobRunner:
                     raise
                 executor.cancel(job.job_id)
                 raise JobTimedOut(limit) from None
+
+
+def _flat_pixels(job: Job) -> int | None:
+    """The pixel count of a flat image, from the description the job has (read once)."""
+    image = job.image
+    if image is None or image.get("kind") != "flat":
+        return None
+    return int(image["width"]) * int(image["height"])

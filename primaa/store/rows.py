@@ -150,23 +150,35 @@ def first_state(result: Rows) -> JobState | None:
     return JobState(_STATUSES[status], error, client_id)
 
 
-def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
-    """Deliveries from rows of :func:`~primaa.store.statements.deliveries_with_attempts`
-    (a delivery's columns, named with ``prefix``, and one of its attempts, ``attempt_*``),
-    in the rows' order; a row without a delivery (a job's alone) is skipped."""
-    pick_delivery = _picker(tuple(prefix + name for name in _DELIVERY_COLUMNS), result.keys)
-    pick_attempt = _picker(_ATTEMPT_COLUMNS, result.keys)
+def _with_attempts(
+    rows: Sequence[Sequence[Any]],
+    pick_delivery: Callable[[Sequence[Any]], Any],
+    pick_attempt: Callable[[Sequence[Any]], Any],
+) -> list[tuple[tuple[Any, ...], list[DeliveryAttempt]]]:
+    """Each delivery's values (the first is its id) with its attempts, from rows of a
+    delivery and one of its attempts each, in the rows' order; rows without one skipped."""
     found: dict[str, tuple[tuple[Any, ...], list[DeliveryAttempt]]] = {}
-    for row in result.rows:
+    for row in rows:
         delivery = pick_delivery(row)
         if delivery[0] is None:
             continue
-        entry = found.setdefault(delivery[0], (delivery, []))
+        entry = found.get(delivery[0])
+        if entry is None:
+            entry = found[delivery[0]] = (delivery, [])
         at, status_code, error, duration = pick_attempt(row)
         if at is not None:
-            entry[1].append(
-                DeliveryAttempt(at=at, status_code=status_code, error=error, duration=duration)
-            )
+            entry[1].append(DeliveryAttempt(at, status_code, error, duration))
+    return list(found.values())
+
+
+def deliveries_from_rows(result: Rows) -> list[Delivery]:
+    """Deliveries from rows of :func:`~primaa.store.statements.deliveries_with_attempts`
+    (a delivery's columns and one of its attempts, ``attempt_*``), in the rows' order."""
+    found = _with_attempts(
+        result.rows,
+        _picker(_DELIVERY_COLUMNS, result.keys),
+        _picker(_ATTEMPT_COLUMNS, result.keys),
+    )
     return [
         Delivery(
             delivery_id=delivery_id,
@@ -174,7 +186,7 @@ def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
             url=url,
             payload=_json_value(payload),
             token=token,
-            status=DeliveryStatus(status),
+            status=_DELIVERY_STATUSES[status],
             next_attempt_at=next_attempt_at,
             attempts=tuple(attempts),
             created_at=created_at,
@@ -188,7 +200,7 @@ def deliveries_from_rows(result: Rows, prefix: str = "") -> list[Delivery]:
             status,
             next_attempt_at,
             created_at,
-        ), attempts in found.values()
+        ), attempts in found
     ]
 
 
@@ -206,22 +218,12 @@ def job_with_delivery_records(result: Rows) -> tuple[Job, list[DeliveryRecord]] 
     job = _job_from_values(pick_job(rows[0]))
     if len(rows) > 1:
         rows = sorted(rows, key=pick_order)
-    found: dict[str, tuple[tuple[Any, ...], list[DeliveryAttempt]]] = {}
-    for row in rows:
-        delivery = pick_delivery(row)
-        if delivery[0] is None:
-            continue
-        entry = found.get(delivery[0])
-        if entry is None:
-            entry = found[delivery[0]] = (delivery, [])
-        at, status_code, error, duration = pick_attempt(row)
-        if at is not None:
-            entry[1].append(DeliveryAttempt(at, status_code, error, duration))
+    found = _with_attempts(rows, pick_delivery, pick_attempt)
     return job, [
         DeliveryRecord(
             delivery_id, url, _DELIVERY_STATUSES[status], next_attempt_at, tuple(attempts), created
         )
-        for (delivery_id, url, status, next_attempt_at, created), attempts in found.values()
+        for (delivery_id, url, status, next_attempt_at, created), attempts in found
     ]
 
 

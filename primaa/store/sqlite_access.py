@@ -134,7 +134,11 @@ class SqliteAccess:
     async def check_writable(self) -> None:
         """Write the header's ``user_version``: a real write, refused when the disk is full."""
         stamp = int(time.time()) % 2**31
-        await self.run(lambda conn: conn.execute(sa.text(f"PRAGMA user_version = {stamp}")))
+        pragma = f"PRAGMA user_version = {stamp}"
+        # On the driver: a text statement per call would be compiled, and cached, each time.
+        await _unavailable_on_storage_errors(
+            self.commits.run(lambda session: session.exec_driver_sql(pragma))
+        )
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of ``statement``, read on the event loop (a locked database: in the

@@ -95,6 +95,9 @@ class SqliteSession:
         """Rows changed on this connection so far (how group commit sees a write)."""
         return self._driver.total_changes
 
+    def commit(self) -> None:
+        self._driver.commit()
+
     def rollback(self) -> None:
         self._driver.rollback()
 
@@ -137,11 +140,9 @@ class SqliteSession:
         return Fetched(keys, rows, cursor.rowcount)
 
     def _compile(self, statement: sa.Executable, values: Mapping[str, Any]) -> _Compiled:
-        compiled = self._compiled.get(statement)
-        if compiled is not None:
-            return compiled
-        # An INSERT's columns are those given values: one shape per set of names.
-        key: Any = (statement, tuple(values)) if isinstance(statement, sa.Insert) else statement
+        # An INSERT's or UPDATE's columns may follow the names given values (SQLAlchemy
+        # adds a table column that has a value): one shape per set of names.
+        key: Any = (statement, tuple(values)) if isinstance(statement, sa.ValuesBase) else statement
         compiled = self._compiled.get(key)
         if compiled is None:
             if len(self._compiled) >= _MAX_COMPILED:
@@ -203,19 +204,18 @@ class SqliteWriter:
     def transaction(self) -> Iterator[SqliteSession]:
         """BEGIN IMMEDIATE, commit on leaving, roll back on an exception."""
         session = self._session or self._checkout()
-        driver = session._driver
         session.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield session
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
-                driver.rollback()
+                session.rollback()
             raise
         try:
-            driver.commit()
+            session.commit()
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
-                driver.rollback()
+                session.rollback()
             raise DBAPIError.instance("COMMIT", (), exc, sqlite3.Error) from exc
 
     def close(self) -> None:

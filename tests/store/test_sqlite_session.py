@@ -133,3 +133,20 @@ def test_the_writer_lends_its_connection_back(engine: Engine) -> None:
         assert isinstance(session, SqliteSession)
         assert session.execute(sa.select(things.c.id)).scalars().all() == ["a"]
     writer.close()
+
+
+def test_an_update_sets_the_columns_given_values_as_sqlalchemy_does(engine: Engine) -> None:
+    """One UPDATE statement run with and without a value for a column: two shapes."""
+    touch = things.update().where(things.c.id == sa.bindparam("key")).values(flag=True)
+    writer = SqliteWriter(engine)
+    with writer.transaction() as session:
+        session.execute(INSERT, ROWS)
+        session.execute(touch, {"key": "a"})
+        session.execute(touch, {"key": "b", "note": "set too"})
+        session.execute(touch, {"key": "c"})
+    writer.close()
+    assert [(row[0], row[3], row[5]) for row in _stored(engine)] == [
+        ("a", 1, "x"),
+        ("b", 1, "set too"),
+        ("c", 1, "é"),
+    ]
