@@ -117,6 +117,18 @@ async def _final_jobs(http: aiohttp.ClientSession, job_ids: list[str], within: f
     return [await get_json(http, f"/jobs/{job_id}") for job_id in job_ids]
 
 
+async def _delivered_jobs(
+    http: aiohttp.ClientSession, job_ids: list[str], within: float
+) -> list[JSON]:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        jobs = [await get_json(http, f"/jobs/{job_id}") for job_id in job_ids]
+        if all(job["callback"]["state"] == "Delivered" for job in jobs):
+            return jobs
+        assert asyncio.get_running_loop().time() < deadline, "callbacks still undelivered"
+        await asyncio.sleep(0.1)
+
+
 def _callbacks_per_job(receiver: CallbackReceiver) -> collections.Counter[str]:
     return collections.Counter(c.body["properties"]["job_id"] for c in receiver.received)
 
@@ -183,13 +195,18 @@ async def test_a_replica_paused_past_its_leases_cannot_end_the_jobs_taken_over(
         other.send(signal.SIGCONT)
         paused.send(signal.SIGSTOP)
 
-        async def first_taken_over() -> bool:
-            job = await get_json(to_other, f"/jobs/{first}")
-            return bool(job["status"] == "Running" and job["attempts"] == 2)
+        async def all_taken_over() -> bool:
+            # Resumed before the other has claimed them all, the paused replica would renew
+            # the lease of a job nobody took yet and run it itself, rightly.
+            jobs = [await get_json(to_other, f"/jobs/{job_id}") for job_id in job_ids]
+            return all(job["status"] == "Running" and job["attempts"] == 2 for job in jobs)
 
-        await _until(first_taken_over)
+        await _until(all_taken_over)
         paused.send(signal.SIGCONT)
-        jobs = await _final_jobs(to_other, job_ids, within=60)
+        await _final_jobs(to_other, job_ids, within=60)
+        # Read once every callback is delivered: a delivery still in flight changes the job's
+        # ``callback`` between the two reads compared below.
+        jobs = await _delivered_jobs(to_other, job_ids, within=30)
         results = [await get_json(to_other, f"/jobs/{job_id}/result") for job_id in job_ids]
         # What the resumed replica computed meanwhile has been refused, not written later.
         await asyncio.sleep(LEASE_SECONDS * 2)
