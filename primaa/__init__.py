@@ -16,6 +16,7 @@ from primaa.plugins import (
     RGBImage,
     TileMeasurements,
     hookimpl,
+    multipoint,
 )
 
 __version__ = "0.1.0"
@@ -32,4 +33,5 @@ __all__ = [
     "TileMeasurements",
     "__version__",
     "hookimpl",
+    "multipoint",
 ]

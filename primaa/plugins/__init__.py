@@ -10,6 +10,7 @@ from primaa.plugins.algorithm import (
     Progress,
     RGBImage,
     TileMeasurements,
+    multipoint,
 )
 from primaa.plugins.hookspecs import hookimpl
 
@@ -24,4 +25,5 @@ __all__ = [
     "RGBImage",
     "TileMeasurements",
     "hookimpl",
+    "multipoint",
 ]

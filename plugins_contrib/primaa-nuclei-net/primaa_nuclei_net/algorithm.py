@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import marshmallow
-import numpy as np
-import numpy.typing as npt
 from marshmallow import fields, validate
 
-from primaa import PIXEL_SIZE_UM, Algorithm, AlgorithmResult, Progress, RGBImage
+from primaa import PIXEL_SIZE_UM, Algorithm, AlgorithmResult, Progress, RGBImage, multipoint
 from primaa_nuclei_net import __version__
 from primaa_nuclei_net.scale import DEFAULT_IMAGE_MPP, NET_MPP
 
@@ -42,11 +40,6 @@ class NetParameters(marshmallow.Schema):
             "network works at 0.5 µm/px and the image is resampled to it."
         },
     )
-
-
-def _points_geometry(points: npt.NDArray[np.float64]) -> dict[str, Any]:
-    coordinates = [[round(float(x), 1), round(float(y), 1)] for x, y in points]
-    return {"type": "MultiPoint", "coordinates": coordinates}
 
 
 class PoiDetectionNet(Algorithm):
@@ -82,7 +75,7 @@ class PoiDetectionNet(Algorithm):
         megapixels = height * width / 1e6
         count = len(points)
         return AlgorithmResult(
-            geometry=_points_geometry(points),
+            geometry=multipoint(points),
             measurements={
                 "count": count,
                 "density_per_megapixel": round(count / megapixels, 3) if megapixels else 0.0,

@@ -43,3 +43,15 @@ def test_network_scale_halves_a_40x_image_and_maps_points_back() -> None:
     assert back == pytest.approx(np.array([[0.5, 0.5], [20.5, 40.5]]))
     same, *_ = to_network(image, 0.5)
     assert same is image
+
+
+def test_a_whole_factor_averages_boxes_and_another_resamples() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    small, *_ = to_network(image, 0.25)
+    boxes = image.reshape(32, 2, 24, 2, 3).astype(np.float64).mean(axis=(1, 3))
+    assert np.abs(small.astype(np.float64) - boxes).max() <= 0.5
+    # 63 rows do not halve: bilinear resampling to the nearest size.
+    odd, row_scale, _ = to_network(image[:63], 0.25)
+    assert odd.shape == (32, 24, 3)
+    assert row_scale == 32 / 63

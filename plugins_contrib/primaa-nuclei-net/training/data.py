@@ -117,7 +117,8 @@ def sample_patch(
 
     The target is at the network's output resolution: ``size // STRIDE`` square.
     """
-    scale = float(np.exp(rng.uniform(*np.log(SCALE_RANGE))))
+    # Half the patches at the default scale exactly, which the plugin reduces by boxes.
+    scale = 1.0 if rng.random() < 0.5 else float(np.exp(rng.uniform(*np.log(SCALE_RANGE))))
     factor = DEFAULT_IMAGE_MPP / NET_MPP * scale  # network px per tile px
     side = min(round(size / factor), *tile.image.shape[:2])
     top = int(rng.integers(0, tile.image.shape[0] - side + 1))

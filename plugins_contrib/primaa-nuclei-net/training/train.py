@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["fold", "final"])
     parser.add_argument("fold", type=int, nargs="?", default=-1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/primaa-nuclei-net"))
     parser.add_argument("--stem", type=int, default=STEM, help="to screen other widths")
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="4 levels")

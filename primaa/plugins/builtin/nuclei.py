@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-import numpy.typing as npt
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from primaa.plugins.algorithm import (
@@ -16,6 +14,7 @@ from primaa.plugins.algorithm import (
     AlgorithmResult,
     Progress,
     RGBImage,
+    multipoint,
 )
 from primaa.plugins.builtin.stain import EOSIN, HEMATOXYLIN, stain_matrix
 
@@ -139,11 +138,6 @@ def auto_diameter_range(parameters: Mapping[str, Any]) -> tuple[float, tuple[flo
     return min(max(DEFAULT_DIAMETER_UM / float(mpp), low), high), (low, high)
 
 
-def _points_geometry(points: npt.NDArray[np.float64]) -> dict[str, Any]:
-    coordinates = [[round(float(x), 1), round(float(y), 1)] for x, y in points]
-    return {"type": "MultiPoint", "coordinates": coordinates}
-
-
 class PoiDetection(Algorithm):
     """Finds nucleus centres by colour deconvolution and blob detection at the nucleus scale."""
 
@@ -206,7 +200,7 @@ class PoiDetection(Algorithm):
         megapixels = height * width / 1e6
         count = len(points)
         return AlgorithmResult(
-            geometry=_points_geometry(points),
+            geometry=multipoint(points),
             measurements={
                 "count": count,
                 "nucleus_diameter_px": round(diameter, 1),
