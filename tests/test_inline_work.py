@@ -41,7 +41,8 @@ async def test_only_an_image_described_as_tiny_is_decoded_on_the_loop(
     task = Task("j1", "test_async", path, {"seconds": 0, "steps": 1}, pixels=pixels)
     result = await executor.run(task)
     assert result.measurements is not None
-    assert (decoded_in == [threading.get_ident()]) is on_the_loop
+    assert len(decoded_in) == 1
+    assert (decoded_in[0] == threading.get_ident()) is on_the_loop
 
 
 def test_results_are_counted_up_to_the_budget() -> None:

@@ -46,3 +46,7 @@ class SqlConnection(Protocol):
     def execute(
         self, statement: sa.Executable, parameters: Parameters | None = None, /
     ) -> ResultLike: ...
+
+    def exec_driver_sql(self, sql: str, /) -> ResultLike:
+        """SQL text as it is, for a statement SQLAlchemy has no construct for (a PRAGMA)."""
+        ...

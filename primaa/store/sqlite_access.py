@@ -135,10 +135,8 @@ class SqliteAccess:
         """Write the header's ``user_version``: a real write, refused when the disk is full."""
         stamp = int(time.time()) % 2**31
         pragma = f"PRAGMA user_version = {stamp}"
-        # On the driver: a text statement per call would be compiled, and cached, each time.
-        await _unavailable_on_storage_errors(
-            self.commits.run(lambda session: session.exec_driver_sql(pragma))
-        )
+        # As text: a text() statement per call would be compiled, and cached, each time.
+        await self.run(lambda conn: conn.exec_driver_sql(pragma))
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of ``statement``, read on the event loop (a locked database: in the

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from primaa_nuclei_net.detector import STRIDE
 from primaa_nuclei_net.scale import DEFAULT_IMAGE_MPP, NET_MPP, resize
 
 REPO = Path(__file__).resolve().parents[3]
@@ -20,8 +21,6 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from nuclei_accuracy import load_dataset, organs  # noqa: E402
 
-#: The network's output is at half its input's resolution (1 µm/px for 0.5 µm/px in).
-STRIDE = 2
 #: Target heat map: a Gaussian of this sigma (output px, 1 µm/px) at each true centre; a
 #: narrower one, sampled at 1 µm, would peak well below 1 between two pixels.
 SIGMA = 1.0
