@@ -29,6 +29,14 @@ MULTIPLE = 16
 
 MODEL = "nuclei_net.onnx"
 
+#: The network's input is ``(rgb - INPUT_MEAN) / INPUT_SPREAD``, RGB in [0, 1]. Done here, in
+#: the conversion to float that is needed anyway, rather than as two more passes in the
+#: graph (0.22 of the 8 ms of a 512 px tile under ONNX Runtime's profiler).
+INPUT_MEAN = (0.7, 0.5, 0.7)
+INPUT_SPREAD = 0.2
+_MEAN = (255.0 * np.array(INPUT_MEAN, dtype=np.float32)).reshape(1, 3, 1, 1)
+_SCALE = np.float32(1.0 / (255.0 * INPUT_SPREAD))
+
 
 class Session(Protocol):
     """The part of ``onnxruntime.InferenceSession`` used here (onnxruntime has no type hints)."""
@@ -59,7 +67,8 @@ def _run(window: scale.UInt8Image) -> npt.NDArray[np.float32]:
     # Reflection, as in training; a window too thin to reflect repeats its edge.
     mode: Literal["reflect", "edge"] = "reflect" if min(height, width) > MULTIPLE else "edge"
     padded = np.pad(window, pad, mode=mode)
-    batch = padded.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+    batch = padded.transpose(2, 0, 1)[None] - _MEAN
+    batch *= _SCALE
     (heat,) = session().run(["heat"], {"image": batch})
     return np.asarray(heat, dtype=np.float32)[0, 0, : _out(height), : _out(width)]
 

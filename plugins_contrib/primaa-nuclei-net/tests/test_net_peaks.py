@@ -55,3 +55,23 @@ def test_a_whole_factor_averages_boxes_and_another_resamples() -> None:
     odd, row_scale, _ = to_network(image[:63], 0.25)
     assert odd.shape == (32, 24, 3)
     assert row_scale == 32 / 63
+
+
+def test_maximum_filter_is_scipys_with_edges_repeated() -> None:
+    from primaa_nuclei_net.peaks import _maximum_filter
+    from scipy import ndimage
+
+    heat = np.random.default_rng(3).random((37, 23)).astype(np.float32)
+    for radius in (1, 2, 3):
+        expected = ndimage.maximum_filter(heat, size=2 * radius + 1, mode="nearest")
+        assert np.array_equal(_maximum_filter(heat, radius), expected)
+
+
+def test_a_plateau_keeps_one_point_at_its_centre_and_edges_are_repeated() -> None:
+    heat = np.zeros((20, 30), dtype=np.float32)
+    heat[5, 10:13] = 0.9  # three equal maxima side by side: one nucleus
+    heat[19, 29] = 0.8  # a corner peak: its missing neighbours repeat it, a flat top
+    found = find_peaks(heat, threshold=0.5)
+    found = found[np.argsort(found[:, 0])]
+    # Outward, the parabola's vertex lies half way to the repeated edge value.
+    assert found == pytest.approx(np.array([[11.0, 5.0], [29.5, 19.5]]))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from data import REPO, STRIDE, Tile, assign_folds, load_tiles, sample_patch
+from primaa_nuclei_net.detector import INPUT_MEAN, INPUT_SPREAD
 from primaa_nuclei_net.scale import DEFAULT_IMAGE_MPP, to_network
 from torch import nn
 
@@ -71,10 +72,14 @@ class CentreNet(nn.Module):
             self.merge.append(nn.Sequential(*conv(c_in + width, width)))
             c_in = width
         self.head = nn.Conv2d(c_in, 1, 1)
-        self.register_buffer("mean", torch.tensor([0.7, 0.5, 0.7]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1))
+        #: Off for export: the plugin normalises the input itself (see ``INPUT_MEAN``).
+        self.normalise = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem((x - self.mean) / 0.2)
+        if self.normalise:
+            x = (x - self.mean) / INPUT_SPREAD
+        x = self.stem(x)
         skips = []
         for index, layer in enumerate(self.down):
             if index:
@@ -132,6 +137,7 @@ def predict(model: CentreNet, image: np.ndarray) -> np.ndarray:
 
 
 def export(model: CentreNet, path: Path) -> None:
+    model.normalise = False
     example = torch.rand(1, 3, 64, 64)
     torch.onnx.export(
         model,
