@@ -67,7 +67,10 @@ def _run(window: scale.UInt8Image) -> npt.NDArray[np.float32]:
     # Reflection, as in training; a window too thin to reflect repeats its edge.
     mode: Literal["reflect", "edge"] = "reflect" if min(height, width) > MULTIPLE else "edge"
     padded = np.pad(window, pad, mode=mode)
-    batch = padded.transpose(2, 0, 1)[None] - _MEAN
+    # Into a C-ordered array: left to itself, numpy keeps the transposed layout, slower to
+    # fill (0.7 against 0.25 ms) and copied again by ONNX Runtime.
+    batch = np.empty((1, 3, *padded.shape[:2]), dtype=np.float32)
+    np.subtract(padded.transpose(2, 0, 1)[None], _MEAN, out=batch)
     batch *= _SCALE
     (heat,) = session().run(["heat"], {"image": batch})
     return np.asarray(heat, dtype=np.float32)[0, 0, : _out(height), : _out(width)]
