@@ -31,7 +31,7 @@ MODEL = "nuclei_net.onnx"
 
 #: The network's input is ``(rgb - INPUT_MEAN) / INPUT_SPREAD``, RGB in [0, 1]. Done here, in
 #: the conversion to float that is needed anyway, rather than as two more passes in the
-#: graph (0.22 of the 8 ms of a 512 px tile under ONNX Runtime's profiler).
+#: graph (0.22 of the network's 8.4 ms on a 512 px tile, under ONNX Runtime's profiler).
 INPUT_MEAN = (0.7, 0.5, 0.7)
 INPUT_SPREAD = 0.2
 _MEAN = (255.0 * np.array(INPUT_MEAN, dtype=np.float32)).reshape(1, 3, 1, 1)
@@ -63,10 +63,13 @@ def session() -> Session:
 
 def _run(window: scale.UInt8Image) -> npt.NDArray[np.float32]:
     height, width = window.shape[:2]
-    pad = ((0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0))
-    # Reflection, as in training; a window too thin to reflect repeats its edge.
-    mode: Literal["reflect", "edge"] = "reflect" if min(height, width) > MULTIPLE else "edge"
-    padded = np.pad(window, pad, mode=mode)
+    extra_rows, extra_columns = -height % MULTIPLE, -width % MULTIPLE
+    padded = window
+    if extra_rows or extra_columns:
+        # Reflection, as in training; a window too thin to reflect repeats its edge. (With
+        # nothing to add, np.pad would still copy the window: 85 µs of a 512 px tile.)
+        mode: Literal["reflect", "edge"] = "reflect" if min(height, width) > MULTIPLE else "edge"
+        padded = np.pad(window, ((0, extra_rows), (0, extra_columns), (0, 0)), mode=mode)
     # Into a C-ordered array: left to itself, numpy keeps the transposed layout, slower to
     # fill (0.7 against 0.25 ms) and copied again by ONNX Runtime.
     batch = np.empty((1, 3, *padded.shape[:2]), dtype=np.float32)
