@@ -192,8 +192,10 @@ async def test_tiles_interrupted_by_another_jobs_crash_run_again(
         if list(logs.iterdir()):
             break
         await asyncio.sleep(0.02)
+    # Both workers run 0.5 s tiles in step, so an instant crash can fall between two tiles
+    # and interrupt none; exiting a quarter of a tile later lands inside the other's tile.
     with pytest.raises(WorkerCrashed):
-        await tiling.run(Task("job-crasher", "test_crash", flat, {}))
+        await tiling.run(Task("job-crasher", "test_crash", flat, {"seconds": 0.25}))
     result = await slide_job
     assert result.measurements["count"] == len(dotted.centres), "every tile ran to the end"
     assert len(list(logs.iterdir())) > result.measurements["tiles"], "some tiles ran twice"

@@ -55,16 +55,26 @@ class Sleep(Algorithm):
         return _shape_result(image, pid=float(os.getpid()))
 
 
+class CrashParameters(Schema):
+    seconds = fields.Float(load_default=0.0)
+
+
 class Crash(Algorithm):
-    """Kills its own worker process, as a segfault or the OOM killer would."""
+    """Kills its own worker process, as a segfault or the OOM killer would.
+
+    ``seconds`` delays the exit, so a test can have it land in the middle of another
+    task on the other worker rather than in the gap between two.
+    """
 
     name = "test_crash"
     version = "1"
     summary = "Exit the worker process abruptly"
+    Parameters = CrashParameters
 
     def run(
         self, image: RGBImage, parameters: Mapping[str, Any], progress: Progress
     ) -> AlgorithmResult:
+        time.sleep(parameters["seconds"])
         os._exit(3)
 
 
