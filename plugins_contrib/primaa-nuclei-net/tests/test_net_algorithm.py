@@ -17,6 +17,9 @@ from primaa.evaluation import micro_average, score_points
 
 #: Brain tumour tiles of nuclei-dev, copied into primaa's own test data.
 DATA = Path(__file__).resolve().parents[3] / "tests" / "data" / "nuclei"
+#: The two dev sets the network was trained on, beside the checkout (the multi-organ one is
+#: CC BY-NC-SA, never copied into the repository).
+DEV_SETS = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 Points = npt.NDArray[np.float64]
 
@@ -64,6 +67,28 @@ def test_finds_the_annotated_brain_tumour_nuclei() -> None:
     # Trained on these tiles among others: a working model is above 0.85; a broken or
     # untrained one (all zeros, noise, swapped channels) is far below.
     assert total.f1 > 0.8, total
+
+
+@pytest.mark.parametrize(
+    ("folder", "floor"), [("nuclei-dev", 0.87), ("nuclei-multiorgan-dev", 0.80)]
+)
+def test_dev_set_f1_floor(folder: str, floor: float) -> None:
+    """Issue 14's dev-set targets, on the whole of each set.
+
+    The network was trained on these tiles (F1 at 8 px 0.891 and 0.824 when shipped): a
+    floor against a broken model or pre- or post-processing, not an estimate of accuracy
+    elsewhere, which is the cross-validated figure in the README.
+    """
+    pngs = sorted((DEV_SETS / folder).glob("*.png"))
+    if not pngs:
+        pytest.skip(f"dev set {folder} not found at {DEV_SETS} (it is not in the repository)")
+    counts = []
+    for png in pngs:
+        image = np.asarray(Image.open(png).convert("RGB"))
+        truth = np.loadtxt(png.with_suffix(".csv"), delimiter=",", skiprows=1, ndmin=2)
+        counts.append(score_points(_run(image), truth, 8.0))
+    assert len(counts) >= 10
+    assert micro_average(counts).f1 >= floor
 
 
 def test_blank_glass_and_pale_eosin_give_no_nuclei() -> None:
