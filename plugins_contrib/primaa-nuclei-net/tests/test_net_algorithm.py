@@ -38,9 +38,8 @@ def _run(image: npt.NDArray[np.uint8], **parameters: Any) -> Points:
     return np.asarray(result.geometry["coordinates"], dtype=np.float64).reshape(-1, 2)
 
 
-def _tiles() -> list[tuple[npt.NDArray[np.uint8], Points]]:
-    pngs = sorted(DATA.glob("*.png"))
-    assert pngs, f"no test tiles in {DATA}"
+def _load(pngs: list[Path]) -> list[tuple[npt.NDArray[np.uint8], Points]]:
+    """Each tile and its annotated ``[x, y]`` centres (the CSV beside it)."""
     return [
         (
             np.asarray(Image.open(png).convert("RGB")),
@@ -48,6 +47,12 @@ def _tiles() -> list[tuple[npt.NDArray[np.uint8], Points]]:
         )
         for png in pngs
     ]
+
+
+def _tiles() -> list[tuple[npt.NDArray[np.uint8], Points]]:
+    pngs = sorted(DATA.glob("*.png"))
+    assert pngs, f"no test tiles in {DATA}"
+    return _load(pngs)
 
 
 def test_points_are_x_y_pixels_inside_the_image() -> None:
@@ -82,11 +87,7 @@ def test_dev_set_f1_floor(folder: str, floor: float) -> None:
     pngs = sorted((DEV_SETS / folder).glob("*.png"))
     if not pngs:
         pytest.skip(f"dev set {folder} not found at {DEV_SETS} (it is not in the repository)")
-    counts = []
-    for png in pngs:
-        image = np.asarray(Image.open(png).convert("RGB"))
-        truth = np.loadtxt(png.with_suffix(".csv"), delimiter=",", skiprows=1, ndmin=2)
-        counts.append(score_points(_run(image), truth, 8.0))
+    counts = [score_points(_run(image), truth, 8.0) for image, truth in _load(pngs)]
     assert len(counts) >= 10
     assert micro_average(counts).f1 >= floor
 
