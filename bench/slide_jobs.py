@@ -90,16 +90,21 @@ def reset_peak() -> None:
 
 
 async def run_slide_job(
-    slide: Path, warm_image: Path, workers: int, tile_size: int, scratch: Path
+    slide: Path,
+    warm_image: Path,
+    workers: int,
+    tile_size: int,
+    scratch: Path,
+    algorithm_name: str = "poi_detection",
 ) -> dict[str, object]:
-    """``poi_detection`` on ``slide`` through the pool under the tiling executor, warm workers.
+    """``algorithm_name`` on ``slide`` through the pool under the tiling executor, warm workers.
 
     Figures of the slide run alone (the warm-up excluded); ``worker_peaks`` is each
     worker's VmHWM in MB, read before the pool closes.
     """
     registry = load_registry()
-    algorithm = registry.get("poi_detection")
-    assert algorithm is not None
+    algorithm = registry.get(algorithm_name)
+    assert algorithm is not None, f"{algorithm_name} is not installed"
     parameters = dict(algorithm.Parameters().load({}))
     pool = ProcessPoolRunner(
         workers=workers,
@@ -114,14 +119,14 @@ async def run_slide_job(
         pool, registry.get, workers=workers, max_pixels=400_000_000, tile_size=tile_size
     )
     try:
-        warm = [Task(f"warm-{n}", "poi_detection", warm_image, parameters) for n in range(workers)]
+        warm = [Task(f"warm-{n}", algorithm_name, warm_image, parameters) for n in range(workers)]
         await asyncio.gather(*(tiling.run(task) for task in warm))
         start_up = time.perf_counter() - started
         reset_peak()
         cpu = _workers_cpu_seconds()
         waited = _workers_waiting_seconds()
         start = time.perf_counter()
-        task = Task("slide", "poi_detection", slide, parameters)
+        task = Task("slide", algorithm_name, slide, parameters)
         plan = await tiling.plan(task)
         assert plan is not None
         planned = time.perf_counter() - start

@@ -9,13 +9,14 @@ their annotated centres carried along as the truth. Then, on 2 worker processes 
 
 * the reference loop (``bench.reference_slide_loop``): OpenSlide, 2048-px tiles at
   level 0, glass skipped, the scikit-image reference detector in a multiprocessing pool;
-* primaa's slide path with ``poi_detection`` (``bench.slide_jobs.run_slide_job``: the
+* primaa's slide path with ``poi_detection`` (``--algorithm``: another installed one, e.g.
+  ``poi_detection_net``; ``bench.slide_jobs.run_slide_job``: the
   process pool under the tiling executor, warm workers, as the service runs it).
 
 For each: seconds, peak memory of the main process and its workers summed (VmHWM
 of each; peaks taken at different moments, so an upper bound), F1 at 8 px against
 the truth, and the fraction of detections with another one within 4 px. The "tiles"
-baseline is ``poi_detection`` on each source crop alone, reduced to the slide path's
+baseline is the same algorithm on each source crop alone, reduced to the slide path's
 0.5 µm/px and called with the same tile parameters: the same detector without seams,
 so the slide's F1 minus it is what tiling costs. The workers' CPU time over workers x
 seconds says how close the job came to what the single-tile speed allows on those
@@ -50,7 +51,7 @@ from primaa.plugins.registry import load_registry
 from tests.support.slides import GLASS, build_slide, scatter
 
 SLIDE_MPP = 0.25
-#: poi_detection's working resolution on slides, and so the tiles baseline's.
+#: The nucleus detectors' working resolution on slides, and so the tiles baseline's.
 WORKING_MPP = 0.5
 MATCH_PX = 8.0
 TWICE_PX = 4.0
@@ -134,14 +135,16 @@ def _blocks(cache: Path, sources: Sequence[Path], count: int) -> tuple[list[Path
     return paths, names
 
 
-def tiles_baseline(data: Path, placed: Sequence[str]) -> tuple[MatchCounts, MatchCounts]:
-    """``poi_detection`` on each crop alone: (as a slide tile at 0.5 µm/px, as a flat job).
+def tiles_baseline(
+    data: Path, placed: Sequence[str], algorithm_name: str
+) -> tuple[MatchCounts, MatchCounts]:
+    """The algorithm on each crop alone: (as a slide tile at 0.5 µm/px, as a flat job).
 
     Counts are micro-averaged over the crops as placed on the slide (a crop placed
     twice counts twice), so they weigh the same nuclei as the slide's score.
     """
-    algorithm = load_registry().get("poi_detection")
-    assert algorithm is not None
+    algorithm = load_registry().get(algorithm_name)
+    assert algorithm is not None, f"{algorithm_name} is not installed"
     defaults = dict(algorithm.Parameters().load({}))
     downsample = WORKING_MPP / SLIDE_MPP
     as_tile = {PIXEL_SIZE_UM: WORKING_MPP, DOWNSAMPLE: downsample, **defaults}
@@ -197,6 +200,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, help="slide side in pixels (default 49,152)")
     parser.add_argument("--tissue", type=float, default=0.4, help="fraction of the slide")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--algorithm", default="poi_detection", help="a nucleus detector")
     parser.add_argument("--tile-size", type=int, default=2048, help="slide_tile_size")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="annotated crops")
     parser.add_argument(
@@ -224,7 +228,7 @@ def main() -> int:
         return 1
     tissue = len(placed) * CROP**2 / size**2
     print(f"slide {path.name}: {size:,} px square, {tissue:.0%} tissue, {len(truth):,} nuclei")
-    tiled, flat = tiles_baseline(args.data, placed)
+    tiled, flat = tiles_baseline(args.data, placed, args.algorithm)
     print(f"load average before the reference loop: {_load()}")
     loop = run_reference_loop(path, args.workers)
     print(f"load average before primaa: {_load()}")
@@ -233,13 +237,16 @@ def main() -> int:
         warm = scratch / "warm.png"
         with Image.open(sources[0]) as crop:
             crop.convert("RGB").crop((0, 0, 256, 256)).save(warm)
-        job = asyncio.run(run_slide_job(path, warm, args.workers, args.tile_size, scratch))
+        job = asyncio.run(
+            run_slide_job(path, warm, args.workers, args.tile_size, scratch, args.algorithm)
+        )
     print(f"load average after: {_load()}")
-    _report(size, args.workers, truth, loop, job, tiled, flat)
+    _report(args.algorithm, size, args.workers, truth, loop, job, tiled, flat)
     return 0
 
 
 def _report(
+    algorithm_name: str,
     size: int,
     workers: int,
     truth: npt.NDArray[np.float64],
@@ -312,7 +319,7 @@ def _report(
         ]
     )
     print_table(
-        f"Issue 10 targets: poi_detection on a {size:,} px slide at {SLIDE_MPP} µm/px,"
+        f"Issue 10 targets: {algorithm_name} on a {size:,} px slide at {SLIDE_MPP} µm/px,"
         f" {workers} workers (reference: OpenSlide 2048-px tiles + scikit-image detector)",
         ["figure", "reference loop", "primaa", "ratio / gap", "target"],
         rows,
