@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
-from primaa_nuclei_net import detector
+from primaa_nuclei_net import detector, peaks
 from primaa_nuclei_net.algorithm import PoiDetectionNet
 
 from primaa import JobCancelled
@@ -120,6 +120,47 @@ def test_windows_leave_no_seam_in_the_heat_map() -> None:
     assert tiled.shape == whole.shape == (350, 300)  # 1 µm/px: half the input's sides
     assert np.abs(tiled - whole).max() < 0.02
     assert detector.heat_map(small[:699, :599]).shape == (350, 300)  # odd sides round up
+
+
+def _glass(shape: tuple[int, int], seed: int = 1) -> npt.NDArray[np.uint8]:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal((240, 235, 240), 3.0, (*shape, 3)), 0, 255).astype(np.uint8)
+
+
+def test_glass_windows_are_skipped_without_changing_the_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image, _ = _tiles()[0]
+    canvas = _glass((1400, 1400))  # 3 x 3 windows at 0.5 µm/px
+    canvas[:256, :256] = image[::2, ::2]  # tissue in the first window only
+    real_run = detector._run
+    shapes: list[tuple[int, ...]] = []
+
+    def counted(window: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        shapes.append(window.shape)
+        return real_run(window)
+
+    monkeypatch.setattr(detector, "_run", counted)
+    skipping = detector.heat_map(canvas)
+    assert len(shapes) == 1
+    monkeypatch.setattr(detector, "_is_glass", lambda window: False)
+    every = detector.heat_map(canvas)
+    assert len(shapes) == 1 + 9
+    np.testing.assert_array_equal(skipping[:256, :256], every[:256, :256])  # the first core
+    assert every.max() > 0.6  # nuclei in the tissue
+    np.testing.assert_array_equal(peaks.find_peaks(skipping, 0.6), peaks.find_peaks(every, 0.6))
+
+
+def test_a_nucleus_or_pale_eosin_is_not_glass() -> None:
+    window = _glass((640, 640))
+    assert detector._is_glass(window)
+    rows, columns = np.ogrid[:640, :640]
+    nucleus = (rows - 300) ** 2 + (columns - 301) ** 2 <= 5**2  # 81 px, under a nucleus
+    with_nucleus = window.copy()
+    with_nucleus[nucleus] = (120, 80, 160)
+    assert not detector._is_glass(with_nucleus)
+    pale_eosin = np.clip(_glass((640, 640)).astype(int) - (4, 39, 18), 0, 255).astype(np.uint8)
+    assert not detector._is_glass(pale_eosin)
 
 
 def test_a_cancelled_job_stops() -> None:
