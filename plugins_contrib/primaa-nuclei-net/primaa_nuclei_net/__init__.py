@@ -1,3 +1,3 @@
 """A learned nucleus-centre detector for H&E: primaa algorithm ``poi_detection_net``."""
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
