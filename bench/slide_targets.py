@@ -17,10 +17,10 @@ For each: seconds, peak memory of the main process and its workers summed (VmHWM
 of each; peaks taken at different moments, so an upper bound), F1 at 8 px against
 the truth, and the fraction of detections with another one within 4 px. The "tiles"
 baseline is the same algorithm on each source crop alone, reduced to the slide path's
-0.5 µm/px and called with the same tile parameters: the same detector without seams,
-so the slide's F1 minus it is what tiling costs. The workers' CPU time over workers x
-seconds says how close the job came to what the single-tile speed allows on those
-cores. ``--quick`` is a 16,384 px slide.
+resolution (0.5 µm/px for both detectors) and called with the same tile parameters: the
+same detector without seams, so the slide's F1 minus it is what tiling costs. The
+workers' CPU time over workers x seconds says how close the job came to what the
+single-tile speed allows on those cores. ``--quick`` is a 16,384 px slide.
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ from primaa.plugins.registry import load_registry
 from tests.support.slides import GLASS, build_slide, scatter
 
 SLIDE_MPP = 0.25
-#: The nucleus detectors' working resolution on slides, and so the tiles baseline's.
-WORKING_MPP = 0.5
 MATCH_PX = 8.0
 TWICE_PX = 4.0
 #: Issue 10's targets.
@@ -138,16 +136,18 @@ def _blocks(cache: Path, sources: Sequence[Path], count: int) -> tuple[list[Path
 def tiles_baseline(
     data: Path, placed: Sequence[str], algorithm_name: str
 ) -> tuple[MatchCounts, MatchCounts]:
-    """The algorithm on each crop alone: (as a slide tile at 0.5 µm/px, as a flat job).
+    """The algorithm on each crop alone: (as a slide tile at the resolution the algorithm
+    declares for slides, as a flat job).
 
     Counts are micro-averaged over the crops as placed on the slide (a crop placed
     twice counts twice), so they weigh the same nuclei as the slide's score.
     """
     algorithm = load_registry().get(algorithm_name)
     assert algorithm is not None, f"{algorithm_name} is not installed"
+    assert algorithm.mpp is not None, f"{algorithm_name} does not run tile by tile on slides"
     defaults = dict(algorithm.Parameters().load({}))
-    downsample = WORKING_MPP / SLIDE_MPP
-    as_tile = {PIXEL_SIZE_UM: WORKING_MPP, DOWNSAMPLE: downsample, **defaults}
+    downsample = algorithm.mpp / SLIDE_MPP
+    as_tile = {PIXEL_SIZE_UM: algorithm.mpp, DOWNSAMPLE: downsample, **defaults}
     tiled: dict[str, MatchCounts] = {}
     flat: dict[str, MatchCounts] = {}
     for name in sorted(set(placed)):
