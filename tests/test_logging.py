@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -106,6 +108,40 @@ def test_a_line_written_directly_is_the_line_structlog_writes(
     assert list(second) == list(first), "the same fields, in the same order"
     assert {**second, "timestamp": first["timestamp"]} == first
     assert second["timestamp"].endswith("Z")
+
+
+async def test_a_direct_line_on_the_loop_keeps_its_place_and_the_time_it_was_logged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It is rendered when the turn's lines are written, after the lines logged later,
+    but with the context it was logged in."""
+    configure_logging("json", "info")
+    log = structlog.get_logger("test")
+    log.info("first")
+    structlog.contextvars.bind_contextvars(request_id="r-1", token=TOKEN)
+    try:
+        assert log_info_directly("request", _request_fields())
+        logged = datetime.datetime.now(datetime.UTC)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id="r-2")
+        time.sleep(0.05)  # noqa: ASYNC251 - within this turn of the loop, on purpose
+        log.info("third")
+        assert capsys.readouterr().err == ""
+        await asyncio.sleep(0)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    written = capsys.readouterr().err
+    lines = [json.loads(line) for line in written.splitlines()]
+    assert [line["event"] for line in lines] == ["first", "request", "third"]
+    stamps = [datetime.datetime.fromisoformat(line["timestamp"]) for line in lines]
+    assert stamps[1] <= logged < stamps[2] - datetime.timedelta(seconds=0.04)
+    assert (lines[1]["path"], lines[1]["request_id"], lines[1]["token"]) == (
+        "/status/abc",
+        "r-1",
+        "***",
+    )
+    assert lines[2]["request_id"] == "r-2"
+    assert TOKEN not in written
 
 
 @pytest.mark.parametrize("set_up", ["console", "warning", "captured"])
