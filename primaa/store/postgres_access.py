@@ -13,7 +13,7 @@ per read, the price of one way in (pool, greenlet, result machinery).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -71,3 +71,11 @@ class PostgresAccess:
         """The rows of ``statement``, outside a transaction."""
         async with self._reads.connect() as conn:
             return Rows.of(await conn.execute(statement, params))
+
+    async def read_first(
+        self, statement: sa.Select[Any], params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        """The first row of ``statement``, outside a transaction."""
+        async with self._reads.connect() as conn:
+            row: Sequence[Any] | None = (await conn.execute(statement, params)).first()
+            return row

@@ -52,7 +52,7 @@ if _JOB_FIELDS[2:4] != ("parameters", "status") or _JOB_FIELDS[-2:] != (
     "image",
 ):
     raise ImportError("_job_from_values needs parameters, status, cancel_requested, image there")
-_STATE_COLUMNS: Final = ("status", "error", "client_id")
+STATE_COLUMNS: Final = ("status", "error", "client_id")
 _DELIVERY_COLUMNS: Final = (
     "delivery_id",
     "job_id",
@@ -138,16 +138,12 @@ class _LastPickers:
         return last[1]
 
 
-_state_pickers: Final = _LastPickers(_STATE_COLUMNS)
-
-
-def first_state(result: Rows) -> JobState | None:
-    """The job state of the first row (``status``, ``error``, ``client_id``), if any."""
-    if not result.rows:
+def state_of(row: Sequence[Any] | None) -> JobState | None:
+    """The job state of a row of ``STATE_COLUMNS`` in that order (a read of
+    :data:`~primaa.store.statements.GET_STATE`), if there is one."""
+    if row is None:
         return None
-    (pick,) = _state_pickers(result.keys)
-    status, error, client_id = pick(result.rows[0])
-    return JobState(_STATUSES[status], error, client_id)
+    return JobState(_STATUSES[row[0]], row[1], row[2])
 
 
 def _with_attempts(

@@ -50,11 +50,11 @@ from primaa.store.rows import (
     deliveries_from_rows,
     delivery_row,
     first_job,
-    first_state,
     job_row,
     job_with_delivery_records,
     jobs_from_rows,
     json_text,
+    state_of,
 )
 from primaa.store.sql_connection import SqlConnection
 from primaa.store.sql_engine import store_url
@@ -79,6 +79,12 @@ class DatabaseAccess(Protocol):
 
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of a small SELECT, by the fastest path the database offers."""
+
+    async def read_first(
+        self, statement: sa.Select[Any], params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        """The first row of a point read, in the statement's column order (no column
+        names: the caller knows them), by the fastest path the database offers."""
 
     async def check_writable(self) -> None:
         """Raise StorageUnavailable when the database cannot take a write now."""
@@ -138,7 +144,7 @@ class SqlStore:
         )
 
     async def state(self, job_id: str) -> JobState | None:
-        return first_state(await self.database.read(st.GET_STATE, {"job_id": job_id}))
+        return state_of(await self.database.read_first(st.GET_STATE, {"job_id": job_id}))
 
     async def list(
         self,
@@ -280,7 +286,7 @@ class SqlStore:
         query = {"job_id": job_id}
 
         def delete(conn: SqlConnection) -> Deleted | None:
-            state = first_state(Rows.of(conn.execute(st.GET_STATE, query)))
+            state = state_of(conn.execute(st.GET_STATE, query).first())
             if state is None:
                 return None
             text = conn.execute(st.GET_RESULT, query).scalar()

@@ -29,7 +29,7 @@ import functools
 import pathlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
@@ -141,15 +141,34 @@ class SqliteAccess:
     async def read(self, statement: sa.Select[Any], params: Mapping[str, Any]) -> Rows:
         """The rows of ``statement``, read on the event loop (a locked database: in the
         writer thread). For small reads only: the loop waits for them."""
-        if self._reader is None:
-            raise RuntimeError("the store is not open")
         try:
-            fetched = self._reader.execute(statement, params)
+            fetched = self._reading().execute(statement, params)
             return Rows(fetched.keys(), fetched.all())
         except DBAPIError as exc:
-            if not (isinstance(exc.orig, sqlite3.Error) and _is_locked(exc.orig)):
-                raise
+            _raise_unless_locked(exc)
         return await self.run(lambda conn: Rows.of(conn.execute(statement, params)))
+
+    async def read_first(
+        self, statement: sa.Select[Any], params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        """The first row of ``statement``, read as :meth:`read` reads: the status read's
+        path, without a result's column names (a tenth of its CPU under load)."""
+        try:
+            return self._reading().first(statement, params)
+        except DBAPIError as exc:
+            _raise_unless_locked(exc)
+        return await self.run(lambda conn: conn.execute(statement, params).first())
+
+    def _reading(self) -> SqliteSession:
+        if self._reader is None:
+            raise RuntimeError("the store is not open")
+        return self._reader
+
+
+def _raise_unless_locked(exc: DBAPIError) -> None:
+    """Reads on the loop give way to a locked database (the writer thread reads then)."""
+    if not (isinstance(exc.orig, sqlite3.Error) and _is_locked(exc.orig)):
+        raise exc
 
 
 async def _unavailable_on_storage_errors(running: Awaitable[T]) -> T:

@@ -122,6 +122,15 @@ class SqliteSession:
         except sqlite3.Error as exc:
             raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
 
+    def first(self, statement: sa.Executable, values: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The first row of a query, or ``None``, read to its end (no read left open)."""
+        sql, args = self._bind(self._compile(statement, values), values)
+        try:
+            rows: list[Sequence[Any]] = self._driver.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        return rows[0] if rows else None
+
     def exec_driver_sql(self, sql: str, args: Sequence[Any] = ()) -> Fetched:
         try:
             return self._fetched(sql, self._driver.execute(sql, args))

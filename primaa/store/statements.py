@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from primaa.jobs.model import DeliveryStatus, JobStatus
 from primaa.store.common import EXPIRED_ERROR
+from primaa.store.rows import STATE_COLUMNS
 from primaa.store.tables import deliveries, delivery_attempts, jobs, results
 
 _PENDING: Final = JobStatus.PENDING.value
@@ -27,7 +28,8 @@ INSERT_ATTEMPT: Final = delivery_attempts.insert()
 _RUNNING: Final = JobStatus.RUNNING.value
 
 GET_JOB: Final = sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
-GET_STATE: Final = sa.select(jobs.c.status, jobs.c.error, jobs.c.client_id).where(
+#: Its columns in the order :func:`~primaa.store.rows.state_of` reads them.
+GET_STATE: Final = sa.select(*(jobs.c[name] for name in STATE_COLUMNS)).where(
     jobs.c.job_id == sa.bindparam("job_id")
 )
 GET_RESULT: Final = sa.select(results.c.geojson).where(results.c.job_id == sa.bindparam("job_id"))

@@ -8,13 +8,14 @@ import pytest
 
 from primaa.jobs.model import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobState, JobStatus
 from primaa.store.rows import (
+    STATE_COLUMNS,
     Rows,
     deliveries_from_rows,
     delivery_row,
     first_job,
-    first_state,
     job_row,
     jobs_from_rows,
+    state_of,
 )
 
 JOB = Job(
@@ -54,10 +55,10 @@ def test_the_readers_text_json_and_integer_booleans_decode_alike() -> None:
     assert first_job(_reversed(row)) == JOB
 
 
-def test_a_state_from_its_three_columns_in_any_order() -> None:
-    rows = Rows(("client_id", "error", "status"), [("client", None, "Failed")])
-    assert first_state(rows) == JobState(JobStatus.FAILED, None, "client")
-    assert first_state(Rows(("client_id", "error", "status"), [])) is None
+def test_a_state_from_a_row_of_its_three_columns() -> None:
+    assert STATE_COLUMNS == ("status", "error", "client_id")
+    assert state_of(("Failed", None, "client")) == JobState(JobStatus.FAILED, None, "client")
+    assert state_of(None) is None
 
 
 def test_a_missing_column_is_an_error_not_a_shifted_field() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DatabaseError
 
-from primaa.jobs.model import Job, JobStatus
+from primaa.jobs.model import Job, JobState, JobStatus
 from primaa.store.sql import SqlStore
 from primaa.store.sqlite_access import SqliteAccess
 
@@ -69,7 +69,9 @@ async def test_a_busy_database_hands_the_status_read_to_a_thread(store: SqlStore
         assert job.parameters == {"k": 1}
         assert await store.get("no-such-job") is None
         assert await store.deliveries_for("job-1") == []
-        assert access.commits.operations == before + 3
+        assert await store.state("job-1") == JobState(JobStatus.PENDING, None, None)
+        assert await store.state("no-such-job") is None
+        assert access.commits.operations == before + 5
     finally:
         _replace_reader(store, real)
 
