@@ -376,6 +376,15 @@ async def test_no_key_or_token_in_any_response_or_log_line(
     assert delivered.headers["Authorization"] == f"Bearer {TOKEN}", "the token went where it should"
     events = {entry["event"] for entry in logs}
     assert {"request", "job_submitted", "webhook_attempt"} <= events, "logs were captured"
+    # A refused request's line carries no client id, whatever requests came before it.
+    requests = [entry for entry in logs if entry["event"] == "request"]
+    refused = [entry for entry in requests if entry["status"] == 401]
+    assert len(refused) == 2
+    assert not any("client_id" in entry for entry in refused)
+    accepted = [entry for entry in requests if entry["path"].startswith(("/jobs", "/status"))]
+    assert accepted
+    assert all(entry["status"] == 401 or entry["client_id"] for entry in accepted)
+    assert all(entry["request_id"] for entry in requests)
     secrets = (KEY_A, KEY_B[:-1], TOKEN)  # KEY_B[:-1] was sent, and covers KEY_B
     for entry in logs:
         for secret in secrets:
