@@ -60,8 +60,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     # costs a KeyError raised and caught (0.45 us).
     request[CLIENT_ID] = None
     # aiohttp runs each request in a task of its own, on a copy of its connection's
-    # context: nothing an earlier request bound is left to clear (clearing cost 2.6 us of
-    # CPU a request under a status-read load).
+    # context: nothing an earlier request bound is left to clear (clearing took 0.46 of
+    # the 0.96 us that clearing and binding did).
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     status = 500

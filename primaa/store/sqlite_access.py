@@ -152,7 +152,7 @@ class SqliteAccess:
         self, statement: sa.Select[Any], params: Mapping[str, Any]
     ) -> Sequence[Any] | None:
         """The first row of ``statement``, read as :meth:`read` reads: the status read's
-        path, without a result's column names (a tenth of its CPU under load)."""
+        path, without a result's column names (a status read 6.3 against 7.9 us)."""
         try:
             return self._reading().first(statement, params)
         except DBAPIError as exc:
