@@ -41,5 +41,4 @@ NOTIFICATIONS = web.AppKey("notifications", PostgresNotifications)
 REQUEST_ID = web.RequestKey("request_id", str)
 JSON_BODY = web.RequestKey("json", dict[str, Any])
 QUERY = web.RequestKey("querystring", dict[str, Any])
-#: ``None`` until authentication names the client (and while it is off).
-CLIENT_ID: web.RequestKey[str | None] = web.RequestKey("client_id")
+CLIENT_ID = web.RequestKey("client_id", str)
