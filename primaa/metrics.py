@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from primaa.jobs.model import JobStatus
 
@@ -14,10 +15,13 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 #: Event-loop lag is normally well under a millisecond; the upper buckets tell a hiccup
 #: from a loop blocked by a synchronous call.
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-#: prometheus_client's default buckets, which the request histogram had before it was counted here.
-REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: prometheus_client's default buckets (the last one +Inf), as when it counted requests.
+REQUEST_BUCKETS: tuple[float, ...] = Histogram.DEFAULT_BUCKETS
 #: Requests noted before they are counted without a scrape (memory stays bounded).
 _MAX_NOTED = 4096
+#: A bucket's ``le`` label as prometheus_client writes it (``0.5``, ``1.0``, ``+Inf``);
+#: the library leaves the function untyped.
+_LE_LABEL: Callable[[float], str] = floatToGoString
 
 
 class Metrics:
@@ -92,7 +96,7 @@ class RequestCounts:
         self._bounds = buckets
         self._noted: list[tuple[str, str, int, float]] = []
         self._counts: dict[tuple[str, str, int], int] = {}
-        #: Per (method, route): a count per bucket (the last one above every bound), and the sum.
+        #: Per (method, route): a count per bucket, and the sum.
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -107,7 +111,7 @@ class RequestCounts:
             self._counts[key] = self._counts.get(key, 0) + 1
             durations = self._durations.get((method, route))
             if durations is None:
-                empty = [0] * (len(self._bounds) + 1)
+                empty = [0] * len(self._bounds)
                 durations = self._durations[method, route] = (empty, [0.0])
             counts, total = durations
             # Prometheus buckets count values <= their bound: the first bound not below it.
@@ -131,13 +135,8 @@ class RequestCounts:
         )
         for (method, route), (counts, total) in list(self._durations.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip((*self._bounds, float("inf")), list(counts), strict=True):
+            for bound, count in zip(self._bounds, list(counts), strict=True):
                 cumulative += count
-                buckets.append((_bound_label(bound), cumulative))
+                buckets.append((_LE_LABEL(bound), cumulative))
             durations.add_metric([method, route], buckets, total[0])
         yield durations
-
-
-def _bound_label(bound: float) -> str:
-    """A bucket's ``le`` label as prometheus_client writes it (``0.5``, ``1.0``, ``+Inf``)."""
-    return "+Inf" if bound == float("inf") else repr(float(bound))

@@ -49,7 +49,7 @@ def test_a_duration_falls_in_every_bucket_from_the_first_bound_not_below_it(
     metrics.requests.observe("GET", ROUTE, 404, 0.001)
     samples = _samples(metrics)
     labels = {("method", "GET"), ("route", ROUTE)}
-    for bound in (*REQUEST_BUCKETS, float("inf")):
+    for bound in REQUEST_BUCKETS:
         le = "+Inf" if bound == float("inf") else str(float(bound))
         bucket = frozenset({*labels, ("le", le)})
         counted = samples["primaa_http_request_duration_seconds_bucket", bucket]
