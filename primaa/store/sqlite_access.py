@@ -25,6 +25,8 @@ Error policy, for reads and writes alike:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import pathlib
 import sqlite3
@@ -94,8 +96,7 @@ class SqliteAccess:
             self._commits = GroupCommit(self._writer, thread_name="primaa-sqlite")
         await self.run_sqlalchemy(upgrade_schema)
         if self._reader is None:
-            # Autocommit: each SELECT is its own short read transaction, so the
-            # reader never pins an old snapshot (which would stall WAL checkpoints).
+            # Autocommit: the reader opens its transactions itself (see _reading).
             reader = sqlite3.connect(self._path, isolation_level=None)
             reader.execute(f"PRAGMA busy_timeout={SQLITE_READER_BUSY_TIMEOUT_MS}")
             reader.execute("PRAGMA query_only=ON")
@@ -160,9 +161,31 @@ class SqliteAccess:
         return await self.run(lambda conn: conn.execute(statement, params).first())
 
     def _reading(self) -> SqliteSession:
-        if self._reader is None:
+        """The reader, in the read transaction of this turn of the event loop.
+
+        The reads of one turn share one snapshot, which ends as the next turn starts. A
+        transaction per read cost two ``fcntl`` lock calls and SQLite's snapshot set-up
+        each: 3-4 us of CPU of a status read's ~113 (100,000 jobs, side by side).
+
+        A read still sees every commit it follows: the writer thread's commit reaches
+        the loop as a callback queued after the end of any transaction open before it,
+        so the task that awaited the commit, and whatever it answered, reads in a newer
+        snapshot. A snapshot held a turn (milliseconds) does not stall WAL checkpoints
+        the way one held open would.
+        """
+        reader = self._reader
+        if reader is None:
             raise RuntimeError("the store is not open")
-        return self._reader
+        if not reader.in_transaction:
+            reader.exec_driver_sql("BEGIN")
+            asyncio.get_running_loop().call_soon(_end_read, reader)
+        return reader
+
+
+def _end_read(reader: SqliteSession) -> None:
+    # A read transaction ends by commit or rollback alike; the store may be closed since.
+    with contextlib.suppress(sqlite3.Error):
+        reader.commit()
 
 
 def _raise_unless_locked(exc: DBAPIError) -> None:

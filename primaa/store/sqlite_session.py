@@ -81,7 +81,8 @@ class _Scalars(list[Any]):
 
 class SqliteSession:
     """A ``sqlite3`` connection running SQLAlchemy statements (see the module's docstring):
-    the writer's, inside its transactions, and the status reader's, in autocommit."""
+    the writer's, inside its transactions, and the status reader's, in one read transaction
+    per turn of the event loop."""
 
     def __init__(self, driver: sqlite3.Connection, dialect: Dialect) -> None:
         self._driver = driver
@@ -94,6 +95,10 @@ class SqliteSession:
     def total_changes(self) -> int:
         """Rows changed on this connection so far (how group commit sees a write)."""
         return self._driver.total_changes
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._driver.in_transaction
 
     def commit(self) -> None:
         self._driver.commit()

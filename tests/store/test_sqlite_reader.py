@@ -1,8 +1,11 @@
 """The SQLite reader runs on the event loop, so a locked database must not stall it;
-its other errors are the writer's errors."""
+its other errors are the writer's errors. The reads of one loop turn share a snapshot,
+which must neither outlive the turn nor hide a commit the reader waited for."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +27,14 @@ class FailingReader:
     reader fails as SQLite does when its busy timeout runs out.
     """
 
+    in_transaction = False
+
     def __init__(self, message: str, code: int) -> None:
         self.message = message
         self.code = code
+
+    def commit(self) -> None:
+        pass
 
     def execute(self, *_: Any) -> Any:
         error = sqlite3.OperationalError(self.message)
@@ -98,3 +106,40 @@ async def test_the_reader_reads_what_the_writer_committed(store: SqlStore) -> No
     assert job is not None
     assert job.parameters == {"k": 1}
     assert job.cancel_requested is False
+
+
+def _set_status_elsewhere(path: Path, status: str) -> None:
+    """Commit a change from another connection, as no code path of the store does."""
+    with contextlib.closing(sqlite3.connect(path)) as other, other:
+        other.execute("UPDATE jobs SET status = ? WHERE job_id = 'job-1'", (status,))
+
+
+async def test_the_reads_of_one_loop_turn_share_a_snapshot(store: SqlStore, tmp_path: Path) -> None:
+    pending = JobState(JobStatus.PENDING, None, None)
+    assert await store.state("job-1") == pending
+    _set_status_elsewhere(tmp_path / "primaa.sqlite3", "Running")
+    # Nothing above suspended: still the turn of the first read, and its snapshot.
+    assert await store.state("job-1") == pending
+    await asyncio.sleep(0)
+    assert await store.state("job-1") == JobState(JobStatus.RUNNING, None, None)
+
+
+async def test_a_read_sees_the_commit_it_awaited_within_the_same_turn(store: SqlStore) -> None:
+    assert await store.state("job-1") == JobState(JobStatus.PENDING, None, None)
+    await store.run(
+        lambda conn: conn.exec_driver_sql(
+            "UPDATE jobs SET status = 'Running' WHERE job_id = 'job-1'"
+        )
+    )
+    assert await store.state("job-1") == JobState(JobStatus.RUNNING, None, None)
+
+
+async def test_the_reader_holds_no_snapshot_past_its_turn(store: SqlStore, tmp_path: Path) -> None:
+    _set_status_elsewhere(tmp_path / "primaa.sqlite3", "Running")
+    assert await store.state("job-1") is not None
+    await asyncio.sleep(0)
+    # A checkpoint that must reset the WAL fails at once (busy) while any reader holds
+    # a snapshot of it.
+    with contextlib.closing(sqlite3.connect(tmp_path / "primaa.sqlite3", timeout=0)) as other:
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
