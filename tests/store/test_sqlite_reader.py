@@ -124,8 +124,11 @@ async def test_the_reads_of_one_loop_turn_share_a_snapshot(store: SqlStore, tmp_
     assert await store.state("job-1") == JobState(JobStatus.RUNNING, None, None)
 
 
-async def test_a_read_sees_the_commit_it_awaited_within_the_same_turn(store: SqlStore) -> None:
+async def test_a_read_sees_the_commit_it_awaited_though_a_snapshot_was_open(
+    store: SqlStore,
+) -> None:
     assert await store.state("job-1") == JobState(JobStatus.PENDING, None, None)
+    # The turn's snapshot, taken above, predates the commit awaited here.
     await store.run(
         lambda conn: conn.exec_driver_sql(
             "UPDATE jobs SET status = 'Running' WHERE job_id = 'job-1'"
