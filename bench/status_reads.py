@@ -2,11 +2,12 @@
 
 Both servers run side by side on the same seeded jobs; runs alternate between
 them (and swap order each round) so that noise on this shared machine hits
-both alike. Load: 64 connections from a separate process (wrk, else aiohttp),
-random ids. Targets: primaa >= 0.6 x the bare handler's requests/s for
-``/status/{id}``, >= 0.5 for ``/jobs/{id}``. The CPU
-time each server process spent per request is reported beside it: on a busy
-machine it moves far less than requests/s.
+both alike, and each round starts them afresh: two processes of the same code
+differ by a few percent, as much as a change worth measuring. Load: 64
+connections from a separate process (wrk, else aiohttp), random ids. Targets:
+primaa >= 0.6 x the bare handler's requests/s for ``/status/{id}``, >= 0.5 for
+``/jobs/{id}``. The CPU time each server process spent per request is reported
+beside it: on a busy machine it moves far less than requests/s.
 
     python -m bench.status_reads [--quick]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from bench.harness import (
     LoadResult,
+    Process,
     bare_server,
     cpu_seconds,
     lag_buckets,
@@ -60,51 +62,45 @@ def run(
                 name: write_paths(tmp / f"{name}.txt", [pattern.format(i) for i in ids])
                 for name, pattern in ENDPOINTS.items()
             }
-            with contextlib.ExitStack() as stack:
-                primaa = stack.enter_context(primaa_serve(tmp / "data"))
-                bare = stack.enter_context(bare_server(size, tmp))
-                targets = {"primaa": primaa.url, "bare": bare.url}
-                pids = {"primaa": primaa.pid, "bare": bare.pid}
-                if both_loops:
-                    # A copy of the database: one service per SQLite file.
-                    (tmp / "asyncio-data").mkdir()
-                    shutil.copy(tmp / "data" / DB_FILE, tmp / "asyncio-data" / DB_FILE)
-                    asyncio_loop = {"PRIMAA_EVENT_LOOP": "asyncio"}
-                    other = stack.enter_context(
-                        primaa_serve(tmp / "asyncio-data", settings=asyncio_loop)
-                    )
-                    targets["asyncio loop"] = other.url
-                    pids["asyncio loop"] = other.pid
-                if base is not None:
-                    # Its own copy, written by its own code: the schema may differ.
-                    seed_store_in(base, tmp / "base-data", size)
-                    other = stack.enter_context(primaa_serve(tmp / "base-data", repo=base))
-                    targets["base"] = other.url
-                    pids["base"] = other.pid
-                for url in targets.values():  # warm-up: connections, caches, page cache
-                    run_load(url, duration=1, paths_file=paths["jobs"])
-                results: dict[tuple[str, str], list[LoadResult]] = defaultdict(list)
-                cpu_us: dict[tuple[str, str], list[float]] = defaultdict(list)
-                lags: dict[str, list[str]] = defaultdict(list)
-                blocked: dict[str, int] = defaultdict(int)
-                for round_ in range(rounds):
-                    names = list(targets)
+            if both_loops:
+                # A copy of the database: one service per SQLite file.
+                (tmp / "asyncio-data").mkdir()
+                shutil.copy(tmp / "data" / DB_FILE, tmp / "asyncio-data" / DB_FILE)
+            if base is not None:
+                # Its own copy, written by its own code: the schema may differ.
+                seed_store_in(base, tmp / "base-data", size)
+            results: dict[tuple[str, str], list[LoadResult]] = defaultdict(list)
+            cpu_us: dict[tuple[str, str], list[float]] = defaultdict(list)
+            lags: dict[str, list[str]] = defaultdict(list)
+            blocked: dict[str, int] = defaultdict(int)
+            for round_ in range(rounds):
+                # Fresh processes each round (see the module's docstring).
+                with contextlib.ExitStack() as stack:
+                    servers = _start_targets(stack, tmp, size, both_loops, base)
+                    primaa_url = servers["primaa"].url
+                    for server in servers.values():  # warm-up: connections, caches
+                        run_load(server.url, duration=1, paths_file=paths["jobs"])
+                    names = list(servers)
                     order = names[round_ % len(names) :] + names[: round_ % len(names)]
                     for endpoint in ENDPOINTS:
                         for target in order:
-                            before = lag_buckets(primaa.url)
-                            cpu_before = cpu_seconds(pids[target])
+                            before = lag_buckets(primaa_url)
+                            pid = servers[target].pid
+                            cpu_before = cpu_seconds(pid)
                             result = run_load(
-                                targets[target], duration=duration, paths_file=paths[endpoint]
+                                servers[target].url,
+                                duration=duration,
+                                paths_file=paths[endpoint],
                             )
                             assert isinstance(result, LoadResult)
                             results[endpoint, target].append(result)
-                            spent = cpu_seconds(pids[target]) - cpu_before
+                            spent = cpu_seconds(pid) - cpu_before
                             cpu_us[endpoint, target].append(spent / max(result.requests, 1) * 1e6)
                             if target == "primaa":
-                                after = lag_buckets(primaa.url)
+                                after = lag_buckets(primaa_url)
                                 lags[endpoint].append(max_lag(before, after))
                                 blocked[endpoint] += lagged_over(before, after, 20)
+            targets = list(dict.fromkeys(target for _, target in results))
             for endpoint in ENDPOINTS:
                 bare_rps = median([r.rps for r in results[endpoint, "bare"]])
                 bare_cpu = median(cpu_us[endpoint, "bare"])
@@ -130,7 +126,8 @@ def run(
                     )
     print_table(
         f"Status reads, 64 connections, {load_tool()}, median of {rounds} x {duration:g} s"
-        " alternating (targets: primaa/bare >= 0.6 for /status, >= 0.5 for /jobs)",
+        " alternating, fresh processes each round"
+        " (targets: primaa/bare >= 0.6 for /status, >= 0.5 for /jobs)",
         [
             "jobs",
             "endpoint",
@@ -147,6 +144,23 @@ def run(
         ],
         rows,
     )
+
+
+def _start_targets(
+    stack: contextlib.ExitStack, tmp: Path, size: int, both_loops: bool, base: Path | None
+) -> dict[str, Process]:
+    """This primaa, the bare handler and the optional targets, each on its own database."""
+    servers = {
+        "primaa": stack.enter_context(primaa_serve(tmp / "data")),
+        "bare": stack.enter_context(bare_server(size, tmp)),
+    }
+    if both_loops:
+        servers["asyncio loop"] = stack.enter_context(
+            primaa_serve(tmp / "asyncio-data", settings={"PRIMAA_EVENT_LOOP": "asyncio"})
+        )
+    if base is not None:
+        servers["base"] = stack.enter_context(primaa_serve(tmp / "base-data", repo=base))
+    return servers
 
 
 def _worst(labels: list[str]) -> str:
