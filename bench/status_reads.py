@@ -73,6 +73,7 @@ def run(
             cpu_us: dict[tuple[str, str], list[float]] = defaultdict(list)
             lags: dict[str, list[str]] = defaultdict(list)
             blocked: dict[str, int] = defaultdict(int)
+            targets: list[str] = []
             for round_ in range(rounds):
                 # Fresh processes each round (see the module's docstring).
                 with contextlib.ExitStack() as stack:
@@ -80,11 +81,13 @@ def run(
                     primaa_url = servers["primaa"].url
                     for server in servers.values():  # warm-up: connections, caches
                         run_load(server.url, duration=1, paths_file=paths["jobs"])
-                    names = list(servers)
-                    order = names[round_ % len(names) :] + names[: round_ % len(names)]
+                    targets = list(servers)
+                    turn = round_ % len(targets)
+                    order = targets[turn:] + targets[:turn]
                     for endpoint in ENDPOINTS:
                         for target in order:
-                            before = lag_buckets(primaa_url)
+                            # The lag histogram is primaa's: read around its own runs.
+                            before = lag_buckets(primaa_url) if target == "primaa" else None
                             pid = servers[target].pid
                             cpu_before = cpu_seconds(pid)
                             result = run_load(
@@ -96,11 +99,10 @@ def run(
                             results[endpoint, target].append(result)
                             spent = cpu_seconds(pid) - cpu_before
                             cpu_us[endpoint, target].append(spent / max(result.requests, 1) * 1e6)
-                            if target == "primaa":
+                            if before is not None:
                                 after = lag_buckets(primaa_url)
                                 lags[endpoint].append(max_lag(before, after))
                                 blocked[endpoint] += lagged_over(before, after, 20)
-            targets = list(dict.fromkeys(target for _, target in results))
             for endpoint in ENDPOINTS:
                 bare_rps = median([r.rps for r in results[endpoint, "bare"]])
                 bare_cpu = median(cpu_us[endpoint, "bare"])

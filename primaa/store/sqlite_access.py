@@ -165,7 +165,8 @@ class SqliteAccess:
 
         The reads of one turn share one snapshot, which ends as the next turn starts. A
         transaction per read cost two ``fcntl`` lock calls and SQLite's snapshot set-up
-        each: 3-4 us of CPU of a status read's ~113 (100,000 jobs, side by side).
+        each: 3-8 us of CPU of a status read's ~116 (100,000 jobs; five fresh processes
+        a side, alternating, in both orders).
 
         A read still sees every commit it follows: the writer thread's commit reaches
         the loop as a callback queued after the end of any transaction open before it,
