@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from primaa_nuclei_net.detector import STRIDE
 from primaa_nuclei_net.scale import DEFAULT_IMAGE_MPP, NET_MPP, resize
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "bench"))
@@ -26,6 +27,9 @@ from nuclei_accuracy import load_dataset, organs  # noqa: E402
 SIGMA = 1.0
 #: Nucleus size is varied by this factor range (log-uniform) when cropping.
 SCALE_RANGE = (0.8, 1.25)
+#: With teachers, the target is this mix of the annotations' Gaussians and the teachers'
+#: mean heat map (knowledge distillation: one network learns what an ensemble predicts).
+ANNOTATION_WEIGHT = 0.5
 
 # Ruifrok & Johnston H, E and residual optical-density vectors (rows), for stain jitter.
 _HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
@@ -96,6 +100,27 @@ def heat_target(points: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.fl
     return target
 
 
+def teacher_crop(
+    heat: npt.NDArray[np.float32], top: int, left: int, side: int, size: int
+) -> npt.NDArray[np.float32]:
+    """The teachers' heat map over a ``side`` square of the tile at ``(top, left)``, on the
+    ``size`` square grid of a target (linear interpolation).
+
+    ``heat`` is what the teachers predict for the whole tile at the default scale: its pixel
+    ``q`` is centred on network pixel ``STRIDE * q + 0.5``, itself centred on tile pixel
+    ``STRIDE * (STRIDE * q + 0.5) + 0.5``: a whole-factor reduction, as the plugin's.
+    """
+    per_network = NET_MPP / DEFAULT_IMAGE_MPP  # tile px per network px at the default scale
+    centres = (np.arange(size) + 0.5) * side / size - 0.5  # target pixels, in tile px
+
+    def to_heat(tile_px: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return ((tile_px + 0.5) / per_network - 0.5 - 0.5) / STRIDE
+
+    rows, columns = np.meshgrid(to_heat(top + centres), to_heat(left + centres), indexing="ij")
+    crop = ndimage.map_coordinates(heat, [rows, columns], order=1, mode="nearest")
+    return np.asarray(crop, dtype=np.float32)
+
+
 def jitter_colour(
     patch: npt.NDArray[np.uint8], rng: np.random.Generator
 ) -> npt.NDArray[np.float32]:
@@ -110,11 +135,16 @@ def jitter_colour(
 
 
 def sample_patch(
-    tile: Tile, size: int, rng: np.random.Generator
+    tile: Tile,
+    size: int,
+    rng: np.random.Generator,
+    teacher: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """A random augmented ``(3, size, size)`` input at ~0.5 µm/px and its heat-map target.
 
-    The target is at the network's output resolution: ``size // STRIDE`` square.
+    The target is at the network's output resolution: ``size // STRIDE`` square; with a
+    ``teacher`` heat map of the tile, mixed with it (:data:`ANNOTATION_WEIGHT`). The
+    teachers saw the tile unaugmented, so their heat does not follow the colour jitter.
     """
     # Half the patches at the default scale exactly, which the plugin reduces by boxes.
     scale = 1.0 if rng.random() < 0.5 else float(np.exp(rng.uniform(*np.log(SCALE_RANGE))))
@@ -126,10 +156,11 @@ def sample_patch(
     ratio = size / side
     points = (tile.points - [left, top] + 0.5) * ratio / STRIDE - 0.5
     target = heat_target(points, size // STRIDE)
+    if teacher is not None:
+        taught = teacher_crop(teacher, top, left, side, size // STRIDE)
+        target = ANNOTATION_WEIGHT * target + (1.0 - ANNOTATION_WEIGHT) * taught
     image = jitter_colour(patch, rng)
     if rng.random() < 0.2:
-        from scipy import ndimage
-
         sigma = rng.uniform(0.3, 1.0)
         image = ndimage.gaussian_filter(image, (sigma, sigma, 0))
     turns = int(rng.integers(0, 4))

@@ -9,6 +9,12 @@ Run from the repository root, with torch (CPU) installed beside primaa and this 
 ``primaa_nuclei_net/nuclei_net.onnx``; ``fold K`` trains without fold K (whole slides,
 3 folds per set, see ``data.assign_folds``) and saves the heat maps it predicts on the
 held-out tiles, which ``evaluate.py`` scores. One thread, so the machine stays shared.
+
+``--teachers DIR [DIR ...]`` distils: the networks the same mode saved in those folders
+(``foldK.pt`` or ``final.pt``, trained with other seeds) predict every training tile, and
+the target mixes their mean heat map with the annotations (``data.ANNOTATION_WEIGHT``).
+The shipped network is the student of two seeds' networks: an ensemble's accuracy at one
+network's cost.
 """
 
 from __future__ import annotations
@@ -91,7 +97,17 @@ class CentreNet(nn.Module):
         return torch.sigmoid(self.head(x))
 
 
-def train(model: CentreNet, tiles: list[Tile], steps: int, seed: int, log: Path) -> CentreNet:
+HeatMaps = dict[str, np.ndarray]
+
+
+def train(
+    model: CentreNet,
+    tiles: list[Tile],
+    steps: int,
+    seed: int,
+    log: Path,
+    teacher: HeatMaps | None = None,
+) -> CentreNet:
     rng = np.random.default_rng(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 3e-3, total_steps=steps)
@@ -103,7 +119,10 @@ def train(model: CentreNet, tiles: list[Tile], steps: int, seed: int, log: Path)
     with log.open("a") as out:
         for step in range(1, steps + 1):
             batch = [
-                sample_patch(tiles[i], PATCH, rng) for i in rng.choice(len(tiles), BATCH, p=weights)
+                sample_patch(
+                    tiles[i], PATCH, rng, None if teacher is None else teacher[tiles[i].name]
+                )
+                for i in rng.choice(len(tiles), BATCH, p=weights)
             ]
             images = torch.from_numpy(np.stack([b[0] for b in batch]))
             targets = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None]
@@ -136,6 +155,18 @@ def predict(model: CentreNet, image: np.ndarray) -> np.ndarray:
     return heat[: -(-height // STRIDE), : -(-width // STRIDE)]
 
 
+def teacher_heat(folders: list[Path], saved: str, tiles: list[Tile]) -> HeatMaps | None:
+    """The mean heat map of the networks ``folders`` hold as ``saved``, on every tile."""
+    if not folders:
+        return None
+    teachers = []
+    for folder in folders:
+        teacher = CentreNet()
+        teacher.load_state_dict(torch.load(folder / saved))
+        teachers.append(teacher.eval())
+    return {t.name: np.mean([predict(n, t.image) for n in teachers], axis=0) for t in tiles}
+
+
 def export(model: CentreNet, path: Path) -> None:
     model.normalise = False
     example = torch.rand(1, 3, 64, 64)
@@ -160,6 +191,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/primaa-nuclei-net"))
     parser.add_argument("--stem", type=int, default=STEM, help="to screen other widths")
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="4 levels")
+    parser.add_argument(
+        "--onnx",
+        type=Path,
+        default=PLUGIN / "primaa_nuclei_net" / "nuclei_net.onnx",
+        help="where final writes the network (default: the plugin's shipped model)",
+    )
+    parser.add_argument(
+        "--teachers", type=Path, nargs="*", default=[], help="--out folders of other seeds"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -170,13 +210,16 @@ def main() -> None:
     torch.manual_seed(args.seed)  # the initial weights
     net = CentreNet(args.stem, widths)
     if args.mode == "final":
-        model = train(net, tiles, args.steps, args.seed, args.out / "final.log")
+        teacher = teacher_heat(args.teachers, "final.pt", tiles)
+        model = train(net, tiles, args.steps, args.seed, args.out / "final.log", teacher)
         torch.save(model.state_dict(), args.out / "final.pt")
-        export(model, PLUGIN / "primaa_nuclei_net" / "nuclei_net.onnx")
+        export(model, args.onnx)
         return
     folds = assign_folds(tiles, FOLDS)
     training = [t for t in tiles if folds[t.name] != args.fold]
-    model = train(net, training, args.steps, args.seed, args.out / f"fold{args.fold}.log")
+    teacher = teacher_heat(args.teachers, f"fold{args.fold}.pt", training)
+    log = args.out / f"fold{args.fold}.log"
+    model = train(net, training, args.steps, args.seed, log, teacher)
     torch.save(model.state_dict(), args.out / f"fold{args.fold}.pt")
     heat = {t.name: predict(model, t.image) for t in tiles if folds[t.name] == args.fold}
     np.savez_compressed(args.out / f"fold{args.fold}.npz", **heat)
