@@ -18,9 +18,8 @@ from primaa_nuclei_net.scale import DEFAULT_IMAGE_MPP, NET_MPP, resize
 from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[3]
+#: The bench's loader reads the dev sets (``load_tiles``), and ``evaluate.py`` scores with it.
 sys.path.insert(0, str(REPO / "bench"))
-
-from nuclei_accuracy import load_dataset, organs  # noqa: E402
 
 #: Target heat map: a Gaussian of this sigma (output px, 1 µm/px) at each true centre; a
 #: narrower one, sampled at 1 µm, would peak well below 1 between two pixels.
@@ -49,6 +48,10 @@ class Tile:
 
 def load_tiles(folders: list[Path]) -> list[Tile]:
     """Every tile of the folders; ``group`` is the slide (TCGA patient-site), for folds."""
+    # Here, not at the top: the bench brings scikit-image, which the patch sampling (and
+    # its test, in the plugin's test environment) does without.
+    from nuclei_accuracy import load_dataset, organs
+
     tiles = []
     for folder in folders:
         tissue = organs(folder)
