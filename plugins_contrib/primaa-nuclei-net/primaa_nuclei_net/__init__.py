@@ -1,3 +1,3 @@
 """A learned nucleus-centre detector for H&E: primaa algorithm ``poi_detection_net``."""
 
-__version__ = "0.3.2"
+__version__ = "0.4.0"

@@ -4,7 +4,7 @@ Reads the held-out heat maps ``train.py fold K`` saved, finds centres as the plu
 and prints precision, recall and F1 at 6, 8 and 12 px per dev set and per organ, and
 F1 at 8 px over a range of thresholds (to choose the plugin's default)::
 
-    python plugins_contrib/primaa-nuclei-net/training/evaluate.py [--threshold 0.6]
+    python plugins_contrib/primaa-nuclei-net/training/evaluate.py [--out DIR] [--threshold 0.5]
 """
 
 from __future__ import annotations
