@@ -36,10 +36,3 @@ def test_a_teachers_crop_lands_on_the_annotations() -> None:
         }
         assert min(errors, key=errors.__getitem__) == (0, 0), (seed, errors)
         assert np.abs(crop - alone).max() < 0.25, seed  # linear interpolation of a sigma-1 peak
-
-
-def test_without_a_teacher_the_target_is_the_annotations() -> None:
-    tile = _tile()
-    _, target = data.sample_patch(tile, 128, np.random.default_rng(3))
-    assert target.max() > 0.9  # Gaussians of height 1, sampled near their centres
-    assert target.min() == 0.0

@@ -109,18 +109,15 @@ def teacher_crop(
     """The teachers' heat map over a ``side`` square of the tile at ``(top, left)``, on the
     ``size`` square grid of a target (linear interpolation).
 
-    ``heat`` is what the teachers predict for the whole tile at the default scale: its pixel
-    ``q`` is centred on network pixel ``STRIDE * q + 0.5``, itself centred on tile pixel
-    ``STRIDE * (STRIDE * q + 0.5) + 0.5``: a whole-factor reduction, as the plugin's.
+    ``heat`` is what the teachers predict for the whole tile at the default scale, pixel
+    centres aligned as everywhere here: ``(tile_px + 0.5) * scale - 0.5``.
     """
-    per_network = NET_MPP / DEFAULT_IMAGE_MPP  # tile px per network px at the default scale
+    scale = DEFAULT_IMAGE_MPP / NET_MPP / STRIDE  # heat-map px per tile px
     centres = (np.arange(size) + 0.5) * side / size - 0.5  # target pixels, in tile px
-
-    def to_heat(tile_px: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return ((tile_px + 0.5) / per_network - 0.5 - 0.5) / STRIDE
-
-    rows, columns = np.meshgrid(to_heat(top + centres), to_heat(left + centres), indexing="ij")
-    crop = ndimage.map_coordinates(heat, [rows, columns], order=1, mode="nearest")
+    rows = (top + centres + 0.5) * scale - 0.5
+    columns = (left + centres + 0.5) * scale - 0.5
+    grid = np.meshgrid(rows, columns, indexing="ij")
+    crop = ndimage.map_coordinates(heat, grid, order=1, mode="nearest")
     return np.asarray(crop, dtype=np.float32)
 
 
